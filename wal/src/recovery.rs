@@ -70,6 +70,9 @@ struct Recovery<'a> {
     config: &'a WalConfig,
     fs: &'a dyn FileSystem,
     streams: BTreeMap<u64, Stream>,
+    /// Per stream, the last index a stream-state frame claimed but whose entry
+    /// was in a purged segment; a later compaction must have dropped it.
+    purged_through: BTreeMap<u64, (u64, PathBuf)>,
     segments: BTreeMap<u64, SegmentFile>,
     report: RecoveryReport,
 }
@@ -83,6 +86,7 @@ pub(crate) fn recover(config: &WalConfig, fs: &dyn FileSystem) -> Result<Recover
         config,
         fs,
         streams: BTreeMap::new(),
+        purged_through: BTreeMap::new(),
         segments: BTreeMap::new(),
         report: RecoveryReport::default(),
     };
@@ -90,6 +94,7 @@ pub(crate) fn recover(config: &WalConfig, fs: &dyn FileSystem) -> Result<Recover
         Some(tail) => tail,
         None => recovery.create_first_segment()?,
     };
+    recovery.check_purged_entries()?;
     let mut report = recovery.report;
     report.duration = started.elapsed();
     let write_offset = mirror.len() as u64;
@@ -147,12 +152,27 @@ impl Recovery<'_> {
             return self.bad_header(segment, seq, data, newest, reason);
         }
         let streams = &mut self.streams;
+        let purged_through = &mut self.purged_through;
         let mut entries = 0u64;
         let scan = scan::scan_frames(data, seq, |frame| {
             let op = Op::from_frame(frame).ok_or("malformed payload")?;
             entries += u64::from(matches!(op, Op::Entry { .. }));
             let stream = streams.entry(frame.stream).or_default();
-            stream.apply(&op, seq, frame.offset as u32, frame.len)
+            let Op::StreamState {
+                first_index,
+                last_index,
+                hard_state,
+            } = op
+            else {
+                return stream.apply(&op, seq, frame.offset as u32, frame.len);
+            };
+            if let Some(index) = stream.apply_stream_state(first_index, last_index, hard_state)? {
+                purged_through
+                    .entry(frame.stream)
+                    .or_insert_with(|| (index, segment.path.clone()))
+                    .0 = index;
+            }
+            Ok(())
         });
         self.report.frames += scan.frames;
         self.report.entries += entries;
@@ -160,6 +180,26 @@ impl Recovery<'_> {
             return Ok(scan.end);
         }
         self.damaged(segment, &scan, newest)
+    }
+
+    /// Entries claimed by stream-state frames but found in no segment must have
+    /// been compacted away later; otherwise segments were lost.
+    fn check_purged_entries(&self) -> Result<()> {
+        for (stream, (index, path)) in &self.purged_through {
+            let first_index = self
+                .streams
+                .get(stream)
+                .map(|s| s.meta.first_index)
+                .unwrap_or(1);
+            if first_index <= *index {
+                return Err(Error::corruption(
+                    path,
+                    0,
+                    format!("stream {stream}: entries {first_index}..={index} are in no segment"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Decides what a damaged segment means under the recovery mode.

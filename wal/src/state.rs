@@ -68,22 +68,8 @@ impl Meta {
                     self.last_index = self.last_index.max(index - 1);
                 }
             }
-            Op::StreamState {
-                first_index,
-                last_index,
-                hard_state,
-            } => {
-                if first_index == 0 || last_index + 1 < first_index {
-                    return Err(format!(
-                        "stream state with first {first_index} and last {last_index}"
-                    ));
-                }
-                *self = Self {
-                    first_index,
-                    last_index,
-                    hard_state,
-                };
-            }
+            // Only rotation writes these, and only replay reads them.
+            Op::StreamState { .. } => return Err("unexpected stream-state op".into()),
         }
         Ok(())
     }
@@ -140,6 +126,41 @@ impl Stream {
         self.entries.truncate(wanted as usize);
         self.meta = meta;
         Ok(())
+    }
+
+    /// Replays a stream-state frame. Entries it claims that are not in the
+    /// replayed segments were in purged segments, which is only valid if a
+    /// later compaction drops them: returns the last such index for the caller
+    /// to check at the end of the replay.
+    pub(crate) fn apply_stream_state(
+        &mut self,
+        first_index: u64,
+        last_index: u64,
+        hard_state: HardState,
+    ) -> Result<Option<u64>, String> {
+        if first_index == 0 || last_index + 1 < first_index {
+            return Err(format!(
+                "stream state with first {first_index} and last {last_index}"
+            ));
+        }
+        self.meta.hard_state = hard_state;
+        if self.entries.is_empty() {
+            let missing = (last_index >= first_index).then_some(last_index);
+            self.meta.first_index = last_index + 1;
+            self.meta.last_index = last_index;
+            return Ok(missing);
+        }
+        if self.meta.last_index != last_index {
+            return Err(format!(
+                "stream state says last index {last_index}, the log has {}",
+                self.meta.last_index
+            ));
+        }
+        let missing = (first_index < self.meta.first_index).then_some(self.meta.first_index - 1);
+        if first_index > self.meta.first_index {
+            self.apply(&Op::Compact { index: first_index }, 0, 0, 0)?;
+        }
+        Ok(missing)
     }
 
     pub(crate) fn loc(&self, index: u64) -> Option<&EntryLoc> {

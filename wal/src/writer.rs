@@ -186,13 +186,14 @@ impl Writer {
             return;
         }
         self.apply(&mut group);
-        for done in group.accepted.drain(..) {
-            done.complete(Ok(()));
-        }
+        // Purge before completing, so a compaction's caller sees its effect.
         if group.compacts
             && let Err(e) = self.purge()
         {
             self.poison(&e);
+        }
+        for done in group.accepted.drain(..) {
+            done.complete(Ok(()));
         }
     }
 
