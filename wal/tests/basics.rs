@@ -12,6 +12,12 @@ fn append_read_reopen() {
     for backend in backends() {
         let dir = tempfile::tempdir().unwrap();
         let wal = Wal::open(small_config(dir.path(), backend)).unwrap();
+        let expected_backend = if backend == aerie_wal::IoBackend::Uring {
+            "uring"
+        } else {
+            "sync"
+        };
+        assert_eq!(wal.io_backend(), expected_backend);
         append(&wal, 1, 1, 10, 1).unwrap();
         append(&wal, 2, 1, 5, 1).unwrap();
         let mut batch = LogBatch::new();
