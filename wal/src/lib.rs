@@ -150,10 +150,13 @@ impl Wal {
             fs,
             config.clone(),
             Arc::clone(&queue),
-            active,
-            active_seq,
-            recovered.write_offset,
-            recovered.free_files,
+            writer::Start {
+                active,
+                active_seq,
+                write_offset: recovered.write_offset,
+                free_files: recovered.free_files,
+                new_segment: recovered.start_new_segment,
+            },
         );
         let handle = std::thread::Builder::new()
             .name("aerie-wal-writer".into())

@@ -30,6 +30,8 @@ pub(crate) struct Recovered {
     pub state: State,
     pub write_offset: u64,
     pub free_files: Vec<PathBuf>,
+    /// Recovery cut the active segment: writing continues in a new one.
+    pub start_new_segment: bool,
     pub report: RecoveryReport,
 }
 
@@ -66,6 +68,14 @@ pub(crate) fn list_dir(fs: &dyn FileSystem, dir: &Path) -> Result<Listing> {
     })
 }
 
+/// What replaying one segment left.
+enum Replayed {
+    /// Valid data up to `end`; `cut` when damage after it was cut off.
+    Data { end: u64, cut: bool },
+    /// A torn segment creation: the file is to be removed.
+    Discarded,
+}
+
 struct Recovery<'a> {
     config: &'a WalConfig,
     fs: &'a dyn FileSystem,
@@ -75,6 +85,7 @@ struct Recovery<'a> {
     purged_through: BTreeMap<u64, (u64, PathBuf)>,
     segments: BTreeMap<u64, SegmentFile>,
     report: RecoveryReport,
+    start_new_segment: bool,
 }
 
 pub(crate) fn recover(config: &WalConfig, fs: &dyn FileSystem) -> Result<Recovered> {
@@ -89,6 +100,7 @@ pub(crate) fn recover(config: &WalConfig, fs: &dyn FileSystem) -> Result<Recover
         purged_through: BTreeMap::new(),
         segments: BTreeMap::new(),
         report: RecoveryReport::default(),
+        start_new_segment: false,
     };
     let (active_seq, mirror) = match recovery.replay(&listing.segments)? {
         Some(tail) => tail,
@@ -107,6 +119,7 @@ pub(crate) fn recover(config: &WalConfig, fs: &dyn FileSystem) -> Result<Recover
         },
         write_offset,
         free_files: listing.free_files,
+        start_new_segment: recovery.start_new_segment,
         report,
     })
 }
@@ -126,28 +139,32 @@ impl Recovery<'_> {
             let data = scan::read_segment(segment.file.as_ref(), &segment.path)?;
             self.report.segments += 1;
             self.report.bytes_scanned += data.len() as u64;
-            self.segments.insert(seq, segment.clone());
-            let end = self.replay_segment(&segment, seq, &data, newest)?;
-            tail = Some((seq, data[..end as usize].to_vec()));
-            if end < data.len() as u64
-                && !newest
-                && self.config.recovery_mode == RecoveryMode::PointInTime
-            {
-                self.drop_segments_after(seqs, position)?;
-                break;
+            match self.replay_segment(&segment, seq, &data, newest)? {
+                Replayed::Discarded => self.discard(&segment)?,
+                Replayed::Data { end, cut } => {
+                    self.segments.insert(seq, segment);
+                    tail = Some((seq, data[..end as usize].to_vec()));
+                    // A cut segment may end inside its stream-state frames, so
+                    // the writer continues in a fresh segment.
+                    self.start_new_segment |= cut;
+                    if cut && !newest {
+                        self.drop_segments_after(seqs, position)?;
+                        break;
+                    }
+                }
             }
         }
         Ok(tail)
     }
 
-    /// Replays one segment; returns where its valid data ends (after any cut).
+    /// Replays one segment; says where its valid data ends and whether it was cut.
     fn replay_segment(
         &mut self,
         segment: &SegmentFile,
         seq: u64,
         data: &[u8],
         newest: bool,
-    ) -> Result<u64> {
+    ) -> Result<Replayed> {
         if let Err(reason) = format::check_segment_header(data, seq) {
             return self.bad_header(segment, seq, data, newest, reason);
         }
@@ -177,9 +194,13 @@ impl Recovery<'_> {
         self.report.frames += scan.frames;
         self.report.entries += entries;
         if scan.is_clean() {
-            return Ok(scan.end);
+            return Ok(Replayed::Data {
+                end: scan.end,
+                cut: false,
+            });
         }
-        self.damaged(segment, &scan, newest)
+        let end = self.damaged(segment, &scan, newest)?;
+        Ok(Replayed::Data { end, cut: true })
     }
 
     /// Entries claimed by stream-state frames but found in no segment must have
@@ -233,6 +254,8 @@ impl Recovery<'_> {
 
     /// A segment whose header is bad: in the newest segment with no valid frame
     /// after it, a crash while a new (or recycled) segment was being started.
+    /// Such a file holds nothing acknowledged; it is removed and the previous
+    /// segment stays active.
     fn bad_header(
         &mut self,
         segment: &SegmentFile,
@@ -240,16 +263,23 @@ impl Recovery<'_> {
         data: &[u8],
         newest: bool,
         reason: String,
-    ) -> Result<u64> {
+    ) -> Result<Replayed> {
         let has_frames = format::find_valid_frame(data, SEGMENT_HEADER_BYTES, seq).is_some();
         if !newest || has_frames || self.config.recovery_mode == RecoveryMode::AbsoluteConsistency {
             return Err(Error::corruption(&segment.path, 0, reason));
         }
-        tracing::warn!(path = %segment.path.display(), %reason, "restarting a segment whose creation was cut short");
+        tracing::warn!(path = %segment.path.display(), %reason, "removing a segment whose creation was cut short");
         self.report.torn_tail = Some((segment.path.clone(), 0));
-        zero_from(segment, 0)?;
-        write_header(segment, seq)?;
-        Ok(SEGMENT_HEADER_BYTES as u64)
+        Ok(Replayed::Discarded)
+    }
+
+    fn discard(&mut self, segment: &SegmentFile) -> Result<()> {
+        self.fs
+            .remove(&segment.path)
+            .map_err(|e| Error::io(&segment.path, e))?;
+        self.fs
+            .sync_dir(&self.config.dir)
+            .map_err(|e| Error::io(&self.config.dir, e))
     }
 
     /// `point_in_time`: segments after a damaged one are set aside, not replayed.

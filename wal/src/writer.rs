@@ -56,36 +56,62 @@ pub(crate) struct Writer {
     free_files: Vec<PathBuf>,
     last_sync: Instant,
     unsynced: bool,
+    /// Recovery cut the active segment; continue in a fresh one.
+    cut_at_open: bool,
+}
+
+/// Where the writer starts, as recovery left the log.
+pub(crate) struct Start {
+    pub active: SegmentFile,
+    pub active_seq: u64,
+    pub write_offset: u64,
+    pub free_files: Vec<PathBuf>,
+    pub new_segment: bool,
 }
 
 impl Writer {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         shared: Arc<Shared>,
         fs: Arc<dyn FileSystem>,
         config: WalConfig,
         queue: Arc<Queue>,
-        active: SegmentFile,
-        active_seq: u64,
-        write_offset: u64,
-        free_files: Vec<PathBuf>,
+        start: Start,
     ) -> Self {
         Self {
             shared,
             fs,
             config,
             queue,
-            active,
-            active_seq,
-            write_offset,
-            free_files,
+            active: start.active,
+            active_seq: start.active_seq,
+            write_offset: start.write_offset,
+            free_files: start.free_files,
             last_sync: Instant::now(),
             unsynced: false,
+            cut_at_open: start.new_segment,
         }
     }
 
+    /// Seals a segment recovery cut, and starts a fresh one with complete
+    /// stream-state frames.
+    fn start_new_segment(&mut self) -> Result<()> {
+        let mut group = Group {
+            pending_offset: self.write_offset,
+            ..Group::default()
+        };
+        self.rotate(&mut group)?;
+        self.flush(&mut group, self.config.fsync != FsyncPolicy::Never)?;
+        self.apply(&mut group);
+        Ok(())
+    }
+
     pub(crate) fn run(mut self) {
-        if let Err(e) = self.purge() {
+        let started = if self.cut_at_open {
+            self.start_new_segment()
+        } else {
+            Ok(())
+        };
+        if let Err(e) = started.and_then(|()| self.purge()) {
             self.poison(&e);
         }
         loop {

@@ -1,5 +1,6 @@
 //! Appends, reads, conflicts, compaction, reopen, purge, recycling, archive,
 //! concurrency and the async API, on every backend.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Torn tails, bit flips, recovery modes, and injected I/O faults (ENOSPC,
 //! fsync failure, short and torn writes) on real files.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -382,4 +383,41 @@ fn lost_write_in_the_middle_is_corruption() {
     append(&wal, 1, 5, 1, 1).unwrap();
     drop(wal);
     assert!(matches!(Wal::open(config), Err(Error::Corruption { .. })));
+}
+
+#[test]
+fn a_segment_whose_creation_was_cut_short_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(small_config(dir.path(), IoBackend::Sync)).unwrap();
+    for round in 0..20u64 {
+        append(&wal, 1, round * 20 + 1, 20, 1).unwrap();
+    }
+    drop(wal);
+    let newest = inspect::inspect_dir(dir.path())
+        .unwrap()
+        .segments
+        .last()
+        .unwrap()
+        .seq;
+    // A crash right after the next segment file was created, before its header.
+    let torn = dir
+        .path()
+        .join(aerie_wal::format::segment_file_name(newest + 1));
+    std::fs::write(&torn, vec![0u8; 64 << 10]).unwrap();
+    let wal = Wal::open(small_config(dir.path(), IoBackend::Sync)).unwrap();
+    assert_eq!(wal.recovery_report().torn_tail, Some((torn.clone(), 0)));
+    assert_eq!(wal.last_index(1), 400);
+    // Writing goes on; compacting everything old and reopening still works.
+    for round in 20..40u64 {
+        append(&wal, 1, round * 20 + 1, 20, 1).unwrap();
+    }
+    wal.compact(1, 790).unwrap();
+    drop(wal);
+    let wal = Wal::open(small_config(dir.path(), IoBackend::Sync)).unwrap();
+    assert_eq!((wal.first_index(1), wal.last_index(1)), (790, 800));
+    assert!(
+        all_entries(&wal, 1)
+            .iter()
+            .all(|e| e.payload == payload(1, e.index, 1))
+    );
 }

@@ -1,6 +1,7 @@
 //! Property test: random appends (with conflicting overwrites), hard-state
 //! saves, compactions and reopens, against a plain in-memory model. After each
 //! operation and each reopen the log must equal the model.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

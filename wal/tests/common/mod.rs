@@ -1,5 +1,5 @@
 //! Helpers shared by the WAL's integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use aerie_wal::{EntryRef, IoBackend, LogBatch, Wal, WalConfig};
 use std::path::Path;
