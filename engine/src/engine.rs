@@ -1,0 +1,456 @@
+//! The engine: namespaces, per-log applied indices, checkpoints and the
+//! background work a caller's timer drives.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::blocks::BlockState;
+use crate::checkpoint::{self, IndexHeader, Manifest, NsManifest};
+use crate::config::EngineConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::format;
+use crate::namespace::{Counters, DefragProgress, NsState, Stamp};
+use crate::recovery::{self, NsRecovery};
+use crate::types::{BinSelection, Command, Digest, Outcome, RecordView};
+
+/// A namespace behind its lock.
+#[derive(Debug)]
+pub(crate) struct Namespace {
+    pub(crate) state: RwLock<NsState>,
+}
+
+impl Namespace {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, NsState> {
+        // A panic while holding the lock is a bug; the state it left is still
+        // the best there is, and refusing service would not make it better.
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, NsState> {
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Logs {
+    pub(crate) applied: BTreeMap<u64, u64>,
+    durable: BTreeMap<u64, u64>,
+}
+
+#[derive(Debug)]
+struct CheckpointState {
+    seq: u64,
+    last_ms: Option<u64>,
+}
+
+/// What `Engine::open` found.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    /// The checkpoint the engine came back to.
+    pub checkpoint_seq: u64,
+    /// Per namespace: fast or cold start, what was scanned, problems met.
+    pub namespaces: BTreeMap<String, NsRecovery>,
+}
+
+/// Per-block figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockStats {
+    /// Block id.
+    pub id: u32,
+    /// Bytes written into it.
+    pub len_bytes: u32,
+    /// Bytes of versions the index points at.
+    pub live_bytes: u64,
+    /// Life stage.
+    pub state: BlockState,
+}
+
+/// Per-namespace figures.
+#[derive(Debug, Clone)]
+pub struct NamespaceStats {
+    /// Namespace.
+    pub name: String,
+    /// Live records (expired ones not yet reclaimed included).
+    pub records: u64,
+    /// Tombstones in the index.
+    pub tombstones: u64,
+    /// RAM held by the index.
+    pub index_bytes: u64,
+    /// Disk reserved by blocks.
+    pub used_bytes: u64,
+    /// The namespace's disk budget.
+    pub size_limit_bytes: u64,
+    /// Every block.
+    pub blocks: Vec<BlockStats>,
+    /// Defrag, expiry and truncation counters.
+    pub counters: Counters,
+}
+
+/// What a checkpoint wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointStats {
+    /// Its number.
+    pub checkpoint_seq: u64,
+    /// Index entries written.
+    pub entries: u64,
+    /// Bytes of index checkpoint files written.
+    pub index_bytes: u64,
+}
+
+/// The record store. All methods take `&self`; share it with `Arc`.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    pub(crate) namespaces: BTreeMap<String, Arc<Namespace>>,
+    pub(crate) logs: Mutex<Logs>,
+    pub(crate) next_seq: AtomicU64,
+    checkpoint: Mutex<CheckpointState>,
+    /// Namespaces in the manifest but not configured: kept as they were.
+    unconfigured: BTreeMap<String, NsManifest>,
+    recovery: RecoveryReport,
+}
+
+fn has_block_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|items| {
+        items.flatten().any(|ns| {
+            std::fs::read_dir(ns.path()).is_ok_and(|files| {
+                files.flatten().any(|f| {
+                    format::parse_block_file_name(&f.file_name().to_string_lossy()).is_some()
+                })
+            })
+        })
+    })
+}
+
+impl Engine {
+    /// Opens (or creates) the engine in `config.dir` and recovers the state of
+    /// the last checkpoint. See the crate docs for the recovery rule.
+    pub fn open(config: EngineConfig) -> Result<Engine> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.dir).at(&config.dir)?;
+        let manifest_path = config.dir.join(format::MANIFEST_FILE);
+        let manifest = match Manifest::read(&manifest_path)? {
+            Some(m) => m,
+            None if has_block_files(&config.dir) => {
+                return Err(Error::corruption(
+                    &manifest_path,
+                    0,
+                    "MANIFEST is missing but block files exist",
+                ));
+            }
+            None => {
+                let fresh = Manifest::default();
+                checkpoint::write_atomically(&manifest_path, &fresh.encode())?;
+                fresh
+            }
+        };
+        let mut namespaces = BTreeMap::new();
+        let mut recovery = RecoveryReport {
+            checkpoint_seq: manifest.checkpoint_seq,
+            ..RecoveryReport::default()
+        };
+        for cfg in &config.namespaces {
+            let (state, report) = recovery::open_namespace(
+                cfg,
+                &config.dir.join(&cfg.name),
+                manifest.namespaces.get(&cfg.name),
+                manifest.checkpoint_seq,
+                config.read_mode,
+            )?;
+            recovery.namespaces.insert(cfg.name.clone(), report);
+            namespaces.insert(
+                cfg.name.clone(),
+                Arc::new(Namespace {
+                    state: RwLock::new(state),
+                }),
+            );
+        }
+        let unconfigured = manifest
+            .namespaces
+            .iter()
+            .filter(|(name, _)| !namespaces.contains_key(*name))
+            .map(|(name, ns)| (name.clone(), ns.clone()))
+            .collect();
+        Ok(Engine {
+            config,
+            namespaces,
+            logs: Mutex::new(Logs {
+                applied: manifest.logs.clone(),
+                durable: manifest.logs.clone(),
+            }),
+            next_seq: AtomicU64::new(manifest.next_seq.max(1)),
+            checkpoint: Mutex::new(CheckpointState {
+                seq: manifest.checkpoint_seq,
+                last_ms: None,
+            }),
+            unconfigured,
+            recovery,
+        })
+    }
+
+    /// What recovery found at open.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// The engine directory.
+    pub fn dir(&self) -> &Path {
+        &self.config.dir
+    }
+
+    pub(crate) fn namespace(&self, name: &str) -> Result<&Arc<Namespace>> {
+        self.namespaces
+            .get(name)
+            .ok_or_else(|| Error::NamespaceNotFound(name.to_string()))
+    }
+
+    /// Applies the command at `index` of log `log_id`, with the leader's clock
+    /// `now_ms`. Record errors count as applied; system errors do not.
+    pub fn apply(&self, log_id: u64, index: u64, now_ms: u64, cmd: &Command) -> Result<Outcome> {
+        let applied = self.applied_index(log_id);
+        if index <= applied {
+            return Err(Error::IndexNotAfterApplied {
+                log_id,
+                index,
+                applied,
+            });
+        }
+        let Ok(ns) = self.namespace(cmd.namespace()) else {
+            self.note_applied(log_id, index);
+            return Err(Error::NamespaceNotFound(cmd.namespace().to_string()));
+        };
+        let mut state = ns.write();
+        let stamp = Stamp {
+            log_id,
+            index,
+            now_ms,
+        };
+        let result = state.apply(stamp, &self.next_seq, cmd);
+        if result
+            .as_ref()
+            .map_or_else(Error::is_record_error, |_| true)
+        {
+            // Under the namespace lock, so a checkpoint sees state and index
+            // together.
+            lock(&self.logs).applied.insert(log_id, index);
+        }
+        result
+    }
+
+    /// Advances a log's applied index past entries that carry no engine command.
+    pub fn note_applied(&self, log_id: u64, index: u64) {
+        let mut logs = lock(&self.logs);
+        let applied = logs.applied.entry(log_id).or_insert(0);
+        *applied = (*applied).max(index);
+    }
+
+    /// Highest index applied for a log (0 if none).
+    pub fn applied_index(&self, log_id: u64) -> u64 {
+        lock(&self.logs).applied.get(&log_id).copied().unwrap_or(0)
+    }
+
+    /// Every command of the log up to this index is on disk in the engine and
+    /// survives a crash; the WAL must replay from the next one.
+    pub fn durable_applied_index(&self, log_id: u64) -> u64 {
+        lock(&self.logs).durable.get(&log_id).copied().unwrap_or(0)
+    }
+
+    /// Point read at `now_ms` (expired records are invisible).
+    pub fn get(
+        &self,
+        ns: &str,
+        digest: &Digest,
+        bins: &BinSelection,
+        now_ms: u64,
+    ) -> Result<Option<RecordView>> {
+        self.namespace(ns)?.read().get(digest, bins, now_ms)
+    }
+
+    /// True if the record exists at `now_ms`. RAM only.
+    pub fn exists(&self, ns: &str, digest: &Digest, now_ms: u64) -> Result<bool> {
+        Ok(self.namespace(ns)?.read().visible(digest, now_ms).is_some())
+    }
+
+    /// Makes everything applied so far durable: writes out and fsyncs blocks,
+    /// writes each namespace's `index.ckpt` and then the `MANIFEST`, advances
+    /// `durable_applied_index`, and deletes blocks the checkpoint no longer
+    /// needs. Writers wait only while the index is copied into a buffer.
+    pub fn checkpoint(&self) -> Result<CheckpointStats> {
+        let mut ck = lock(&self.checkpoint);
+        let seq = ck.seq + 1;
+        let mut manifest = Manifest {
+            checkpoint_seq: seq,
+            namespaces: self.unconfigured.clone(),
+            ..Manifest::default()
+        };
+        let mut jobs = Vec::new();
+        let mut entries = 0u64;
+        {
+            let mut guards: Vec<_> = self
+                .namespaces
+                .iter()
+                .map(|(n, ns)| (n, ns.write()))
+                .collect();
+            manifest.logs = lock(&self.logs).applied.clone();
+            manifest.next_seq = self.next_seq.load(Ordering::SeqCst);
+            for (name, state) in &mut guards {
+                let cut = state.blocks.cut()?;
+                let header = IndexHeader {
+                    checkpoint_seq: seq,
+                    max_lut_ms: state.max_lut_ms,
+                    sets: state.sets.names().to_vec(),
+                    entries: state.index.len() as u64,
+                };
+                entries += header.entries;
+                let index_bytes = checkpoint::encode_index(&header, state.index.iter());
+                manifest.namespaces.insert(
+                    (*name).clone(),
+                    NsManifest {
+                        next_block_id: state.blocks.next_block_id(),
+                        blocks: cut.table.clone(),
+                        truncates: state.truncates.clone(),
+                        installs: state.installs.clone(),
+                    },
+                );
+                jobs.push((state.dir.clone(), cut, index_bytes));
+            }
+        }
+        let mut index_bytes_written = 0u64;
+        for (dir, cut, index_bytes) in &jobs {
+            for (path, file) in &cut.files {
+                file.sync_data().at(path)?;
+            }
+            checkpoint::sync_dir(dir)?;
+            checkpoint::write_atomically(&dir.join(format::INDEX_FILE), index_bytes)?;
+            index_bytes_written += index_bytes.len() as u64;
+        }
+        let manifest_path = self.config.dir.join(format::MANIFEST_FILE);
+        checkpoint::write_atomically(&manifest_path, &manifest.encode())?;
+        ck.seq = seq;
+        lock(&self.logs).durable = manifest.logs.clone();
+        for ((_, ns), (_, cut, _)) in self.namespaces.iter().zip(&jobs) {
+            let mut state = ns.write();
+            state.blocks.mark_synced(&cut.table);
+            state.blocks.release_dropped()?;
+        }
+        Ok(CheckpointStats {
+            checkpoint_seq: seq,
+            entries,
+            index_bytes: index_bytes_written,
+        })
+    }
+
+    /// Clean shutdown: a final checkpoint, so the next open is a fast start
+    /// with nothing to replay.
+    pub fn close(self) -> Result<()> {
+        self.checkpoint().map(|_| ())
+    }
+
+    /// Periodic work for a caller's timer, with the local clock `now_ms`:
+    /// writes out current blocks older than `flush_interval_ms` and takes a
+    /// checkpoint every `checkpoint_interval_ms`.
+    pub fn tick(&self, now_ms: u64) -> Result<()> {
+        for ns in self.namespaces.values() {
+            let mut state = ns.write();
+            if now_ms.saturating_sub(state.last_flush_ms) >= state.cfg.flush_interval_ms {
+                state.blocks.flush()?;
+                state.last_flush_ms = now_ms;
+            }
+            state.refresh_index_bytes();
+        }
+        let due = {
+            let mut ck = lock(&self.checkpoint);
+            let interval = self.config.checkpoint_interval_ms;
+            match ck.last_ms {
+                None => {
+                    ck.last_ms = Some(now_ms);
+                    false
+                }
+                Some(last) => interval > 0 && now_ms.saturating_sub(last) >= interval,
+            }
+        };
+        if due {
+            self.checkpoint()?;
+            lock(&self.checkpoint).last_ms = Some(now_ms);
+        }
+        Ok(())
+    }
+
+    /// Defragments sparse blocks, examining at most about `max_bytes` of record
+    /// versions in all (the rate limit: call it from a timer).
+    pub fn defrag_step(&self, max_bytes: u64) -> Result<DefragProgress> {
+        let mut total = DefragProgress::default();
+        for ns in self.namespaces.values() {
+            let left = max_bytes.saturating_sub(total.bytes_examined);
+            if left == 0 {
+                break;
+            }
+            let p = ns.write().defrag_step(left)?;
+            total.bytes_examined += p.bytes_examined;
+            total.bytes_moved += p.bytes_moved;
+            total.blocks_done += p.blocks_done;
+        }
+        Ok(total)
+    }
+
+    /// Reclaims up to `max_records` records expired at `now_ms` (pass a clock
+    /// no later than the `now_ms` of the commands being applied).
+    pub fn reclaim_expired(&self, now_ms: u64, max_records: usize) -> Result<usize> {
+        let mut done = 0;
+        for ns in self.namespaces.values() {
+            if done >= max_records {
+                break;
+            }
+            done += ns
+                .write()
+                .reclaim_expired(now_ms, max_records - done, &self.next_seq)?;
+        }
+        Ok(done)
+    }
+
+    /// Figures per namespace.
+    pub fn stats(&self) -> Vec<NamespaceStats> {
+        self.namespaces
+            .iter()
+            .map(|(name, ns)| {
+                let state = ns.read();
+                let tombstones = state.index.iter().filter(|e| e.is_tombstone()).count() as u64;
+                NamespaceStats {
+                    name: name.clone(),
+                    records: state.index.len() as u64 - tombstones,
+                    tombstones,
+                    index_bytes: state.index.memory_bytes() as u64,
+                    used_bytes: state.blocks.used_bytes(),
+                    size_limit_bytes: state.cfg.size_limit_bytes,
+                    blocks: state
+                        .blocks
+                        .blocks()
+                        .iter()
+                        .map(|(id, b)| BlockStats {
+                            id: *id,
+                            len_bytes: b.len_bytes,
+                            live_bytes: b.live_bytes,
+                            state: b.state,
+                        })
+                        .collect(),
+                    counters: state.counters,
+                }
+            })
+            .collect()
+    }
+
+    /// Path of the engine's manifest.
+    pub fn manifest_path(&self) -> PathBuf {
+        self.config.dir.join(format::MANIFEST_FILE)
+    }
+}

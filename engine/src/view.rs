@@ -1,0 +1,258 @@
+//! Snapshot support: consistent views, installs, partition scans and
+//! per-partition summaries for replica comparison.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::engine::{Engine, Namespace, lock};
+use crate::error::{Error, Result};
+use crate::format::{MAX_BIN_NAME_BYTES, MAX_SET_NAME_BYTES};
+use crate::index::Entry;
+use crate::namespace::Stamp;
+use crate::types::{Digest, Record, Value, is_expired, partition_of};
+
+/// A read view of some partitions as of the moment it was taken. It copies the
+/// partitions' index entries (40 bytes per record) and pins the blocks they
+/// point into; the apply loop goes on meanwhile. Dropping it unpins.
+#[derive(Debug)]
+pub struct View {
+    ns: Arc<Namespace>,
+    applied: BTreeMap<u64, u64>,
+    entries: Vec<Entry>,
+    pinned: Vec<u32>,
+}
+
+impl View {
+    /// Applied index of every log at the moment the view was taken.
+    pub fn applied_indices(&self) -> &BTreeMap<u64, u64> {
+        &self.applied
+    }
+
+    /// Records in the view (expired ones included: their void time travels
+    /// with them).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if the view holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The records, by partition then digest. Each is read and CRC-checked.
+    pub fn records(&self) -> impl Iterator<Item = Result<Record>> + '_ {
+        self.entries.iter().map(|e| self.ns.read().read_entry(e))
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        let mut state = self.ns.write();
+        for block in &self.pinned {
+            if let Err(e) = state.blocks.unpin(*block) {
+                tracing::warn!(error = %e, "deleting a released block after a view failed");
+            }
+        }
+    }
+}
+
+/// One page of a partition scan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanPage {
+    /// Records, by digest.
+    pub records: Vec<Record>,
+    /// Pass this as `after` to continue; `None` when the partition is done.
+    pub resume_after: Option<Digest>,
+}
+
+/// Count and order-independent checksum of a partition's live records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionSummary {
+    /// Live, unexpired records.
+    pub records: u64,
+    /// Wrapping sum of a 64-bit hash of (digest, generation, void time) per
+    /// record: equal on replicas that applied the same commands.
+    pub checksum: u64,
+}
+
+fn mix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn record_hash(e: &Entry) -> u64 {
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&e.digest[i..i + 8]);
+        u64::from_le_bytes(w)
+    };
+    let tail = u64::from(u32::from_le_bytes([
+        e.digest[16],
+        e.digest[17],
+        e.digest[18],
+        e.digest[19],
+    ]));
+    let meta = (u64::from(e.generation) << 32) | u64::from(e.void_time);
+    mix64(word(0) ^ mix64(word(8) ^ mix64(tail ^ mix64(meta))))
+}
+
+fn validate_install(record: &Record, partitions: &BTreeSet<u16>) -> Result<()> {
+    let bad = |what: &str| Err(Error::Parameter(format!("install: {what}")));
+    if !partitions.contains(&partition_of(&record.digest)) {
+        return bad("record outside the installed partitions");
+    }
+    if record.bins.is_empty() || record.generation == 0 || record.set.len() > MAX_SET_NAME_BYTES {
+        return bad("record without bins, with generation 0, or with a long set name");
+    }
+    let bad_bin = |b: &crate::types::Bin| {
+        b.name.is_empty() || b.name.len() > MAX_BIN_NAME_BYTES || b.value == Value::Nil
+    };
+    if record.bins.iter().any(bad_bin) {
+        return bad("bad bin name or nil value");
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// A consistent view of `partitions` of `ns` as of now.
+    pub fn view(&self, ns: &str, partitions: &[u16]) -> Result<View> {
+        let handle = self.namespace(ns)?.clone();
+        let (applied, entries, pinned) = {
+            let mut state = handle.write();
+            let applied = lock(&self.logs).applied.clone();
+            let wanted: BTreeSet<u16> = partitions.iter().copied().collect();
+            let mut entries: Vec<Entry> = wanted
+                .iter()
+                .flat_map(|p| state.index.partition(*p).entries().iter())
+                .filter(|e| !e.is_tombstone())
+                .copied()
+                .collect();
+            entries.sort_unstable_by_key(|e| (partition_of(&e.digest), e.digest));
+            let pinned: BTreeSet<u32> = entries.iter().map(|e| e.block_id).collect();
+            for block in &pinned {
+                state.blocks.pin(*block);
+            }
+            (applied, entries, pinned.into_iter().collect())
+        };
+        Ok(View {
+            ns: handle,
+            applied,
+            entries,
+            pinned,
+        })
+    }
+
+    /// Replaces the contents of `partitions` of `ns` by `records` (a snapshot
+    /// of them as of `applied_index` of `log_id`), sets that log's applied
+    /// index, and checkpoints so the install is durable at once. `partitions`
+    /// must be every partition the log owns. On error the partitions are in
+    /// between: install again.
+    pub fn install<I>(
+        &self,
+        ns: &str,
+        partitions: &[u16],
+        records: I,
+        log_id: u64,
+        applied_index: u64,
+    ) -> Result<u64>
+    where
+        I: IntoIterator<Item = Record>,
+    {
+        let handle = self.namespace(ns)?;
+        let wanted: BTreeSet<u16> = partitions.iter().copied().collect();
+        let mut installed = 0u64;
+        {
+            let mut state = handle.write();
+            let marker = self.next_seq.fetch_add(1, Ordering::SeqCst);
+            for p in &wanted {
+                let digests: Vec<Digest> = state
+                    .index
+                    .partition(*p)
+                    .entries()
+                    .iter()
+                    .map(|e| e.digest)
+                    .collect();
+                for digest in &digests {
+                    state.remove_entry(digest);
+                }
+                state.installs.insert(*p, marker);
+            }
+            for record in records {
+                validate_install(&record, &wanted)?;
+                let stamp = Stamp {
+                    log_id,
+                    index: applied_index,
+                    now_ms: record.last_update_ms,
+                };
+                let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+                state.store_record(&record, stamp, seq)?;
+                installed += 1;
+            }
+            lock(&self.logs).applied.insert(log_id, applied_index);
+        }
+        self.checkpoint()?;
+        Ok(installed)
+    }
+
+    /// Up to `max_records` live records of a partition with digests after
+    /// `after`, in digest order.
+    pub fn scan_partition(
+        &self,
+        ns: &str,
+        partition: u16,
+        after: Option<&Digest>,
+        max_records: usize,
+        now_ms: u64,
+    ) -> Result<ScanPage> {
+        let handle = self.namespace(ns)?;
+        let state = handle.read();
+        let mut entries: Vec<Entry> = state
+            .index
+            .partition(partition)
+            .entries()
+            .iter()
+            .filter(|e| !e.is_tombstone() && !is_expired(e.void_time, now_ms))
+            .filter(|e| after.is_none_or(|a| e.digest > *a))
+            .copied()
+            .collect();
+        entries.sort_unstable_by_key(|e| e.digest);
+        let more = entries.len() > max_records;
+        entries.truncate(max_records);
+        let records = entries
+            .iter()
+            .map(|e| state.read_entry(e))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ScanPage {
+            resume_after: if more {
+                entries.last().map(|e| e.digest)
+            } else {
+                None
+            },
+            records,
+        })
+    }
+
+    /// Count and checksum of a partition's records live at `now_ms`. RAM only.
+    pub fn partition_summary(
+        &self,
+        ns: &str,
+        partition: u16,
+        now_ms: u64,
+    ) -> Result<PartitionSummary> {
+        let handle = self.namespace(ns)?;
+        let state = handle.read();
+        let mut summary = PartitionSummary {
+            records: 0,
+            checksum: 0,
+        };
+        for e in state.index.partition(partition).entries() {
+            if !e.is_tombstone() && !is_expired(e.void_time, now_ms) {
+                summary.records += 1;
+                summary.checksum = summary.checksum.wrapping_add(record_hash(e));
+            }
+        }
+        Ok(summary)
+    }
+}
