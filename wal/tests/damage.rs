@@ -30,15 +30,9 @@ fn newest_segment(dir: &Path) -> PathBuf {
     report.segments.last().unwrap().path.clone()
 }
 
-/// Offset and length of each frame in a single-segment log with one stream.
+/// Offset and length of each frame of segment 1.
 fn frame_offsets(segment: &Path) -> Vec<(u64, u64)> {
-    let data = std::fs::read(segment).unwrap();
-    let mut frames = Vec::new();
-    aerie_wal::scan::scan_frames(&data, 1, |f| {
-        frames.push((f.offset, u64::from(f.len)));
-        Ok(())
-    });
-    frames
+    frame_offsets_any(segment, 1)
 }
 
 fn copy_dir(from: &Path) -> tempfile::TempDir {
