@@ -1,7 +1,125 @@
 //! Aerie's record store: Aerospike's record model on log-structured write
-//! blocks, with the primary index in RAM.
+//! blocks, with the primary index in RAM. It knows nothing of raft or the
+//! network: raft groups ("logs", one per shard) apply committed commands with
+//! [`Engine::apply`]`(log_id, index, now_ms, &Command)`.
 //!
-//! (Crate documentation is completed in a later step.)
+//! # Who owns what
+//!
+//! * [`Engine`] owns the namespaces, the per-log applied and durable indices,
+//!   the engine write sequence and the checkpoint procedure (`engine.rs`).
+//! * Each namespace (`namespace.rs`, behind one `RwLock`) owns its index
+//!   (`index.rs`: 4096 partitions of 40-byte entries), its set table, its
+//!   truncate/install markers and its write blocks (`blocks.rs`).
+//! * `semantics.rs` is Aerospike's write semantics as a pure function (exists
+//!   and generation policies, TTLs, operate ops); [`model::Model`] is the same
+//!   function over a `BTreeMap`, the reference the tests compare against.
+//! * `format.rs` holds every on-disk constant and the block/record codecs,
+//!   `checkpoint.rs` the `MANIFEST` and `index.ckpt` codecs, `recovery.rs` the
+//!   open path. The bytes are described in `engine/FORMAT.md`.
+//!
+//! # Durability: checkpoints and `durable_applied_index`
+//!
+//! The engine never fsyncs per record: the WAL provides durability. Records are
+//! appended to the namespace's current block in RAM, written to its file when
+//! the block is full or `tick` finds it older than `flush_interval_ms`.
+//! [`Engine::checkpoint`] takes a consistent cut (all namespace locks): it
+//! writes out the current blocks, notes every block's length, the applied index
+//! of every log and the next write sequence, and copies the index into a
+//! buffer; then, without locks, it fsyncs the blocks, writes each
+//! `index.ckpt`, and finally the `MANIFEST` (temp file, fsync, rename, dir
+//! fsync). Only then does [`Engine::durable_applied_index`] advance.
+//!
+//! # Recovery: the invariant
+//!
+//! After any crash the engine comes back in exactly the state as of its durable
+//! applied indices. The rule that gives this: **the durable state is the
+//! blocks the last `MANIFEST` lists, each cut to the length it records.** At
+//! open, block tails past those lengths and block files the manifest does not
+//! list are deleted before anything else, so a version written by a log entry
+//! after the checkpoint (which the WAL will replay, and which may be an
+//! increment or an append) can never resurface, not even after a later
+//! checkpoint. Then the index is loaded from `index.ckpt` when it belongs to
+//! that same checkpoint (fast start, no block is read), or rebuilt by scanning
+//! the listed blocks (cold start: per digest the valid version with the highest
+//! engine write sequence; tombstones honoured; versions hidden by a truncate or
+//! install marker skipped). A corrupt or stale `index.ckpt` only costs a cold
+//! start (logged with path and reason, and listed in
+//! [`Engine::recovery_report`]); a corrupt or missing `MANIFEST` is fatal.
+//!
+//! # Block freeing rule
+//!
+//! A block is freed only when nothing can need it after a crash:
+//!
+//! 1. a sealed block whose live bytes (versions the index points at) reach zero
+//!    becomes `Freeing`; defrag gets it there by copying its live versions,
+//!    unchanged, into the current block;
+//! 2. the next checkpoint leaves it out of the `MANIFEST` (`Dropped`); its
+//!    index no longer points into it, and every version that replaced its
+//!    contents is in blocks that checkpoint fsyncs;
+//! 3. once that `MANIFEST` is durable the file is deleted (`Released`), unless a
+//!    [`View`] still pins it, in which case it is deleted when the last view is
+//!    dropped.
+//!
+//! Until step 3, a crash recovers from the previous manifest, which still lists
+//! the block, so the older version is found. Tombstones: a tombstone records
+//! the block it was first written to; every older version of its record is in
+//! a block with an id at most that. Defrag drops a tombstone (instead of copying
+//! it) only when every such block except the one being defragmented is already
+//! `Freeing`, `Dropped` or `Released`. Expired records are reclaimed by writing
+//! a tombstone (log 0) for the same reason: once the expired version's block is
+//! freed, an older version must not come back.
+//!
+//! # Reads
+//!
+//! A read is an index lookup (RAM) and at most one device read: the record
+//! comes from the current block's buffer, one of the `post_write_cache_blocks`
+//! most recently sealed blocks kept in RAM, or one `pread` of exactly the
+//! record's bytes. `ReadMode::Mmap` maps sealed blocks instead; the figures that
+//! chose `Pread` as the default are below. Every record read is CRC-checked and
+//! its digest compared with the index; a failure is [`Error::Corruption`] with
+//! the block file and offset, never data.
+//!
+//! Measured (`cargo bench -p aerie-engine -- --quick read`, 20k records in
+//! sealed uncached blocks, page cache warm, 2-core VM): `get` of a 100 B /
+//! 1 KiB / 10 KiB record took 1.29 / 1.48 / 2.59 µs with `pread` and 0.63 /
+//! 0.92 / 1.84 µs with `mmap`. `Pread` stays the default anyway: with `mmap` a
+//! device error or a file cut short by someone else is a SIGBUS that kills the
+//! node instead of an [`Error`] naming the file and offset, and every block
+//! costs a mapping (`vm.max_map_count` is 65 530 by default: 512 GiB of 8 MiB
+//! blocks). The ~0.6 µs is a syscall; reads from a real device (not measured
+//! here: no dedicated SSD) cost the same I/O either way.
+//!
+//! # Index RAM
+//!
+//! 40 bytes per entry (digest 20, block 4, offset 4, length 4, void time 4,
+//! generation 2, set id 2) in a dense vector grown by 1/8, plus a u32 slot in an
+//! open-addressing table kept 70–87% full: about 46 bytes per record with all
+//! overheads (target 48; Aerospike uses 64). Tombstones stay in the index.
+//!
+//! Measured at 10M records of 100 B (`cargo test -p aerie-engine --release
+//! --test scale -- --ignored --nocapture`): 46.9 B per record of index RAM;
+//! checkpoint 2.3 s (400 MB `index.ckpt`); fast start 1.15 s; cold start
+//! 15.6 s (641k records/s, 117 MB/s). Files were in the page cache.
+//!
+//! # Time
+//!
+//! Commands carry the leader's clock (`now_ms`, Unix ms); the engine never reads
+//! the wall clock, so replicas agree. Void times are Aerospike's: seconds since
+//! 2010-01-01, 0 = never. Reads take `now_ms` too; an expired record is
+//! invisible at once and reclaimed later by [`Engine::reclaim_expired`].
+//!
+//! # Background work
+//!
+//! Driven by the caller's timer, deterministic and testable: [`Engine::tick`]
+//! (flush interval, periodic checkpoint), [`Engine::defrag_step`] (rate limit:
+//! bytes examined per call), [`Engine::reclaim_expired`] (records per call).
+//!
+//! # Concurrency
+//!
+//! All methods take `&self`. A namespace's writes are serialised by its lock;
+//! reads share it (the `pread` happens under the read lock). A checkpoint holds
+//! every namespace lock only while it copies the index into a buffer (about
+//! 40 bytes per record).
 
 mod blocks;
 mod checkpoint;
