@@ -27,6 +27,7 @@
 //! segment starts with a stream-state frame per stream, so the newest segments
 //! always carry every stream's bounds and hard state.
 
+pub mod archive;
 mod batch;
 mod config;
 mod error;
