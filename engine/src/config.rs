@@ -40,8 +40,10 @@ impl Default for EngineConfig {
     }
 }
 
-/// One namespace's settings.
-#[derive(Debug, Clone)]
+/// One namespace's settings (serde: the node's config file and the cluster
+/// metadata use them; missing fields take the defaults).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct NamespaceConfig {
     /// Name (1..=31 bytes, no `/`, not `.` or `..`).
     pub name: String,

@@ -233,6 +233,45 @@ fn key_bytes(key: &Key) -> (u8, Vec<u8>) {
     }
 }
 
+/// Bytes of a record image before its body: digest 20, generation 2, void
+/// time 4, last-update ms 8.
+pub const RECORD_IMAGE_FIXED_BYTES: usize = 34;
+
+/// Encodes a record on its own, outside any block (what snapshots carry): the
+/// fixed fields, then the same body as a live version. See `FORMAT.md`.
+pub fn encode_record_image(record: &Record, out: &mut Vec<u8>) {
+    out.extend_from_slice(&record.digest);
+    out.extend_from_slice(&record.generation.to_le_bytes());
+    out.extend_from_slice(&record.void_time.to_le_bytes());
+    out.extend_from_slice(&record.last_update_ms.to_le_bytes());
+    encode_body(record, out);
+}
+
+/// Decodes a record image that fills `bytes` exactly; says why not.
+pub fn decode_record_image(bytes: &[u8]) -> Result<Record, &'static str> {
+    let mut r = Reader::new(bytes);
+    let short = "record image shorter than its fixed fields";
+    let header = VersionHeader {
+        kind: KIND_LIVE,
+        digest: r.array::<20>().ok_or(short)?,
+        generation: r.u16().ok_or(short)?,
+        void_time: r.u32().ok_or(short)?,
+        last_update_ms: r.u64().ok_or(short)?,
+        log_id: 0,
+        log_index: 0,
+        seq: 0,
+        tomb_bound_block: 0,
+    };
+    if header.generation == 0 {
+        return Err("record image with generation 0");
+    }
+    let record = decode_body(&mut r, &header)?;
+    if r.remaining() != 0 {
+        return Err("trailing bytes after a record image");
+    }
+    Ok(record)
+}
+
 /// Size of the record version starting at `bytes[0]`, if the length field is
 /// plausible (header-sized at least, and within `bytes`). Does not check the CRC.
 pub fn version_len(bytes: &[u8]) -> Option<usize> {
@@ -442,5 +481,35 @@ impl<'a> Reader<'a> {
     pub fn len_prefixed(&mut self) -> Option<&'a [u8]> {
         let n = self.u32()? as usize;
         self.bytes(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_image_round_trips_and_rejects_every_truncation() {
+        let record = Record {
+            digest: [7; 20],
+            set: "users".into(),
+            key: Some(Key::String(b"k1".to_vec())),
+            bins: vec![
+                Bin::new("n", Value::Int(-5)),
+                Bin::new("s", Value::string("hello")),
+                Bin::new("f", Value::Float(1.5)),
+            ],
+            generation: 3,
+            void_time: 12345,
+            last_update_ms: 1_700_000_000_000,
+        };
+        let mut bytes = Vec::new();
+        encode_record_image(&record, &mut bytes);
+        assert_eq!(decode_record_image(&bytes), Ok(record));
+        for len in 0..bytes.len() {
+            assert!(decode_record_image(&bytes[..len]).is_err(), "{len}");
+        }
+        bytes.push(0);
+        assert!(decode_record_image(&bytes).is_err());
     }
 }
