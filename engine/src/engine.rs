@@ -203,6 +203,11 @@ impl Engine {
         &self.recovery
     }
 
+    /// The settings the engine was opened with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
     /// The engine directory.
     pub fn dir(&self) -> &Path {
         &self.config.dir

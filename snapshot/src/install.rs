@@ -1,0 +1,77 @@
+//! Installing a snapshot into an engine: verify the whole file first, then
+//! replace the shard's partitions namespace by namespace.
+
+use std::cell::RefCell;
+
+use aerie_engine::Engine;
+
+use crate::error::{Error, Result};
+use crate::reader::SnapshotReader;
+
+/// Installs `reader`'s records into `engine`, replacing the snapshot's
+/// partitions in every namespace; the engine's applied (and, once this returns,
+/// durable) index of the snapshot's log becomes the snapshot's index. Returns
+/// the records installed.
+///
+/// The file is verified in full before anything is touched. Should a chunk
+/// fail on the second pass (the file changed underneath), the partitions are
+/// emptied and the log's applied index reset to 0, so the shard asks for a
+/// snapshot again instead of serving half of one.
+pub fn install(engine: &Engine, reader: &SnapshotReader, progress: impl FnMut(u64)) -> Result<u64> {
+    reader.verify(|_| {})?;
+    let header = reader.header();
+    for ns in &header.namespaces {
+        if !engine.config().namespaces.iter().any(|n| n.name == ns.name) {
+            return Err(Error::Refused(format!(
+                "{}: namespace {} is not configured in this engine",
+                reader.path().display(),
+                ns.name
+            )));
+        }
+    }
+    let progress = RefCell::new(progress);
+    let mut installed = 0u64;
+    for (position, ns) in header.namespaces.iter().enumerate() {
+        let failure = RefCell::new(None);
+        let records = reader.records_of(position as u16).map_while(|r| match r {
+            Ok(record) => Some(record),
+            Err(e) => {
+                *failure.borrow_mut() = Some(e);
+                None
+            }
+        });
+        let counted = records.inspect(|_| {
+            installed += 1;
+            if installed.is_multiple_of(4096) {
+                (progress.borrow_mut())(installed);
+            }
+        });
+        engine.install(
+            &ns.name,
+            &header.partitions,
+            counted,
+            header.log_id,
+            header.index,
+        )?;
+        if let Some(e) = failure.into_inner() {
+            reset(engine, reader)?;
+            return Err(e);
+        }
+    }
+    (progress.borrow_mut())(installed);
+    Ok(installed)
+}
+
+fn reset(engine: &Engine, reader: &SnapshotReader) -> Result<()> {
+    let header = reader.header();
+    for ns in &header.namespaces {
+        engine.install(
+            &ns.name,
+            &header.partitions,
+            std::iter::empty(),
+            header.log_id,
+            0,
+        )?;
+    }
+    Ok(())
+}
