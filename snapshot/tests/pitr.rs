@@ -92,7 +92,7 @@ fn record_history(
     let mut index = 0u64;
     while next < history.commands.len() {
         index += 1;
-        let command = (index % NOOP_EVERY != 0).then(|| {
+        let command = (!index.is_multiple_of(NOOP_EVERY)).then(|| {
             next += 1;
             next - 1
         });
@@ -127,7 +127,7 @@ fn record_history(
         if index == SNAPSHOT_AT {
             snapshot = Some(snapshot_all(&engine, snap_dir, WriteOptions::default()));
         }
-        if index % 200 == 0 {
+        if index.is_multiple_of(200) {
             // The raft log is compacted behind the engine: segments go to the archive.
             wal.compact(LOG, index - 100).unwrap();
         }
