@@ -36,7 +36,7 @@ fn snapshots_taken_under_load_restore_to_the_model_at_their_index() {
                 let _ = engine.apply(LOG, index, now_of(index), cmd);
                 // Checkpoints and defrag run under the views: pinned blocks
                 // must survive them.
-                if index % 700 == 0 {
+                if index.is_multiple_of(700) {
                     engine.checkpoint().unwrap();
                     engine.defrag_step(1 << 20).unwrap();
                 }
