@@ -10,6 +10,7 @@ use aerie_engine::{Command, Engine};
 use aerie_wal::archive::ArchivedStream;
 
 use crate::error::{Error, Result};
+use crate::format::Header;
 
 /// Where to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,18 +37,26 @@ pub struct Replayed {
 /// with no command, or why the payload is not valid.
 pub type Decode<'a> = &'a dyn Fn(&[u8]) -> Result<Option<(u64, Command)>, String>;
 
-/// Replays `log`'s entries after `from` (the installed snapshot's index, with
-/// term `from_term`) into `engine` through `log_id`, up to `target`. Only
-/// entries the archive knows to be committed are replayed; a target the
-/// archive cannot reach is refused before anything is applied.
+/// Replays `log`'s entries after the installed snapshot `snapshot` into
+/// `engine` (through the snapshot's log), up to `target`. Only entries the
+/// archive knows to be committed are replayed; a target the archive cannot
+/// reach, or one before the snapshot, is refused before anything is applied.
 pub fn replay(
     engine: &Engine,
-    log_id: u64,
+    snapshot: &Header,
     log: &ArchivedStream,
-    (from, from_term): (u64, u64),
     target: Target,
     decode: Decode<'_>,
 ) -> Result<Replayed> {
+    let (log_id, from, from_term) = (snapshot.log_id, snapshot.index, snapshot.term);
+    if let Target::TimeMs(t) = target
+        && t < snapshot.created_ms
+    {
+        return Err(Error::Refused(format!(
+            "target time {t} is before the snapshot was taken ({}): restore from an older one",
+            snapshot.created_ms
+        )));
+    }
     let committed = log.hard_state().commit.min(log.last_index());
     let last = match target {
         Target::Index(index) if index < from => {

@@ -125,7 +125,12 @@ fn record_history(
         }
         history.at_index.push(command);
         if index == SNAPSHOT_AT {
-            snapshot = Some(snapshot_all(&engine, snap_dir, WriteOptions::default()));
+            snapshot = Some(snapshot_all_at(
+                &engine,
+                snap_dir,
+                WriteOptions::default(),
+                now_of(index),
+            ));
         }
         if index.is_multiple_of(200) {
             // The raft log is compacted behind the engine: segments go to the archive.
@@ -146,8 +151,7 @@ fn restore(
     let reader = SnapshotReader::open(&info.path).unwrap();
     install(&engine, &reader, |_| {}).unwrap();
     let decode = history.decode();
-    let from = (info.header.index, info.header.term);
-    let replayed = pitr::replay(&engine, LOG, log, from, target, &decode)?;
+    let replayed = pitr::replay(&engine, &info.header, log, target, &decode)?;
     Ok((engine, dir, replayed))
 }
 

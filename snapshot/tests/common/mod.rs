@@ -168,9 +168,19 @@ pub fn engine_with(dir: &Path, commands: &[Command]) -> Engine {
 
 /// Snapshot of every partition of `engine` into `dir`.
 pub fn snapshot_all(engine: &Engine, dir: &Path, options: WriteOptions) -> SnapshotInfo {
+    snapshot_all_at(engine, dir, options, T0_MS)
+}
+
+/// Snapshot of every partition, stamped as created at `created_ms`.
+pub fn snapshot_all_at(
+    engine: &Engine,
+    dir: &Path,
+    options: WriteOptions,
+    created_ms: u64,
+) -> SnapshotInfo {
     let partitions: Vec<u16> = (0..4096).collect();
     let capture = Capture::take(engine, LOG, &partitions).unwrap();
     capture
-        .write(dir, &meta(0, partitions), 1, T0_MS, options, |_| {})
+        .write(dir, &meta(0, partitions), 1, created_ms, options, |_| {})
         .unwrap()
 }
