@@ -1,8 +1,6 @@
-//! The `aerie` binary. Today it carries the WAL tools; `aerie node` arrives
-//! with the node issue.
+//! The `aerie` binary: one command line over the library's commands.
 
-mod wal_cmd;
-
+use aerie::{restore, snapshot_cmd, wal_cmd};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -24,6 +22,26 @@ enum Command {
         #[command(subcommand)]
         command: wal_cmd::WalCommand,
     },
+    /// Create, list and verify snapshot files (backups).
+    Snapshot {
+        #[command(subcommand)]
+        command: snapshot_cmd::SnapshotCommand,
+    },
+    /// Build a new data directory from snapshot files, optionally rolled
+    /// forward through archived WAL segments to an index or a time.
+    Restore(restore::RestoreArgs),
+}
+
+/// Exit codes: 0 success, 1 damaged data, 2 anything else (usage, refusals,
+/// I/O).
+fn exit_code(result: aerie::error::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_corruption() { 1 } else { 2 })
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -36,5 +54,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Wal { command } => wal_cmd::run(command),
+        Command::Snapshot { command } => exit_code(snapshot_cmd::run(command)),
+        Command::Restore(args) => exit_code(restore::run(args)),
     }
 }

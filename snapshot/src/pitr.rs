@@ -33,6 +33,33 @@ pub struct Replayed {
     pub entries: u64,
 }
 
+/// A time target must not be older than the snapshot's own state: the entry
+/// at the snapshot's index (when `log` kept it: scan from `index - 1`) must
+/// be stamped at or before it; when that entry is gone or carries no command,
+/// the snapshot's creation time must be.
+fn check_snapshot_before(
+    snapshot: &Header,
+    log: &ArchivedStream,
+    t: u64,
+    decode: Decode<'_>,
+) -> Result<()> {
+    let stamped = match log.read(snapshot.index) {
+        Ok(entry) => decode(&entry.payload)
+            .ok()
+            .flatten()
+            .map(|(now_ms, _)| now_ms),
+        Err(_) => Some(snapshot.created_ms),
+    };
+    match stamped {
+        Some(ms) if ms > t => Err(Error::Refused(format!(
+            "target time {t} is before the snapshot's state (index {}, stamped {ms}): restore \
+             from an older snapshot",
+            snapshot.index
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A payload decoder: `Ok(Some((now_ms, command)))`, `Ok(None)` for an entry
 /// with no command, or why the payload is not valid.
 pub type Decode<'a> = &'a dyn Fn(&[u8]) -> Result<Option<(u64, Command)>, String>;
@@ -49,13 +76,8 @@ pub fn replay(
     decode: Decode<'_>,
 ) -> Result<Replayed> {
     let (log_id, from, from_term) = (snapshot.log_id, snapshot.index, snapshot.term);
-    if let Target::TimeMs(t) = target
-        && t < snapshot.created_ms
-    {
-        return Err(Error::Refused(format!(
-            "target time {t} is before the snapshot was taken ({}): restore from an older one",
-            snapshot.created_ms
-        )));
+    if let Target::TimeMs(t) = target {
+        check_snapshot_before(snapshot, log, t, decode)?;
     }
     let committed = log.hard_state().commit.min(log.last_index());
     let last = match target {

@@ -176,7 +176,7 @@ fn restore_to_an_index_and_to_a_time_equals_the_model_there() {
     let log = ArchivedStream::scan(
         &[archive.path().to_path_buf(), wal_dir.path().to_path_buf()],
         LOG,
-        SNAPSHOT_AT,
+        SNAPSHOT_AT - 1,
     )
     .unwrap();
     let all: Vec<u16> = (0..4096).collect();
@@ -223,7 +223,7 @@ fn targets_the_archive_cannot_reach_are_refused() {
     let log = ArchivedStream::scan(
         &[archive.path().to_path_buf(), wal_dir.path().to_path_buf()],
         LOG,
-        SNAPSHOT_AT,
+        SNAPSHOT_AT - 1,
     )
     .unwrap();
     for target in [

@@ -1,0 +1,199 @@
+//! A node's data directory and the cluster metadata in it.
+//!
+//! ```text
+//! <data-dir>/
+//!   cluster.toml   cluster name, node id, shard count, namespaces (written
+//!                  last when a directory is made: without it the directory is
+//!                  not a usable data dir)
+//!   wal/           the write-ahead log
+//!   wal-archive/   WAL segments no shard needs any more (the PITR source)
+//!   engine/        the record store
+//!   snapshots/     snapshot files of this node's shards
+//!   LOCK           locked (flock) by the node or tool using the directory
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use aerie_engine::{EngineConfig, NamespaceConfig};
+use aerie_replication::shards::ShardMap;
+use serde::{Deserialize, Serialize};
+
+/// File holding the cluster metadata.
+pub const CLUSTER_FILE: &str = "cluster.toml";
+/// File locked by whoever uses the directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// What every node of a cluster and every snapshot of it agree on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterMeta {
+    /// Cluster name (at most 63 bytes).
+    pub cluster_name: String,
+    /// This node's id (non-zero).
+    pub node_id: u64,
+    /// Number of shards the 4096 partitions are split into.
+    pub shards: u32,
+    /// Namespaces and their settings.
+    pub namespaces: Vec<NamespaceConfig>,
+}
+
+/// Why a data directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The metadata is malformed or inconsistent.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// An opened data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+    meta: ClusterMeta,
+    shard_map: ShardMap,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
+    move |source| DataDirError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl ClusterMeta {
+    fn validate(&self) -> Result<ShardMap, String> {
+        if self.cluster_name.is_empty() || self.cluster_name.len() > 63 {
+            return Err("cluster_name must be 1..=63 bytes".into());
+        }
+        if self.node_id == 0 {
+            return Err("node_id must not be 0".into());
+        }
+        if self.namespaces.is_empty() {
+            return Err("at least one namespace is needed".into());
+        }
+        ShardMap::new(self.shards)
+    }
+}
+
+impl DataDir {
+    /// Opens an existing data directory (reads and checks `cluster.toml`).
+    pub fn open(root: &Path) -> Result<DataDir, DataDirError> {
+        let path = root.join(CLUSTER_FILE);
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        let invalid = |reason: String| DataDirError::Invalid {
+            path: path.clone(),
+            reason,
+        };
+        let meta: ClusterMeta = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let shard_map = meta.validate().map_err(invalid)?;
+        Ok(DataDir {
+            root: root.to_path_buf(),
+            meta,
+            shard_map,
+        })
+    }
+
+    /// Writes `cluster.toml` into `root` (temp file, fsync, rename, directory
+    /// fsync): the step that makes a directory a data dir.
+    pub fn create(root: &Path, meta: ClusterMeta) -> Result<DataDir, DataDirError> {
+        let path = root.join(CLUSTER_FILE);
+        let shard_map = meta.validate().map_err(|reason| DataDirError::Invalid {
+            path: path.clone(),
+            reason,
+        })?;
+        std::fs::create_dir_all(root).map_err(io_err(root))?;
+        let text = toml::to_string_pretty(&meta).map_err(|e| DataDirError::Invalid {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let tmp = root.join(format!("{CLUSTER_FILE}.tmp"));
+        let mut file = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        file.write_all(text.as_bytes()).map_err(io_err(&tmp))?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        std::fs::File::open(root)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(root))?;
+        Ok(DataDir {
+            root: root.to_path_buf(),
+            meta,
+            shard_map,
+        })
+    }
+
+    /// Takes the directory's lock (`LOCK`, an exclusive `flock`) for as long
+    /// as the returned file lives: a node and the offline tools never share
+    /// a data directory.
+    pub fn lock(&self) -> Result<std::fs::File, DataDirError> {
+        let path = self.root.join(LOCK_FILE);
+        let file = std::fs::File::create(&path).map_err(io_err(&path))?;
+        file.try_lock().map_err(|e| DataDirError::Invalid {
+            path: path.clone(),
+            reason: format!("the data directory is in use by another process ({e})"),
+        })?;
+        Ok(file)
+    }
+
+    /// The metadata.
+    pub fn meta(&self) -> &ClusterMeta {
+        &self.meta
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The partition-to-shard map (validated at open).
+    pub fn shard_map(&self) -> ShardMap {
+        self.shard_map
+    }
+
+    /// `wal/`.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.root.join("wal")
+    }
+
+    /// `wal-archive/`.
+    pub fn wal_archive_dir(&self) -> PathBuf {
+        self.root.join("wal-archive")
+    }
+
+    /// `engine/`.
+    pub fn engine_dir(&self) -> PathBuf {
+        self.root.join("engine")
+    }
+
+    /// `snapshots/`.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// Engine settings for this directory's namespaces.
+    pub fn engine_config(&self) -> EngineConfig {
+        engine_config(&self.root.join("engine"), &self.meta.namespaces)
+    }
+}
+
+/// Engine settings for `dir` and `namespaces`, the rest at their defaults.
+pub fn engine_config(dir: &Path, namespaces: &[NamespaceConfig]) -> EngineConfig {
+    EngineConfig {
+        dir: dir.to_path_buf(),
+        namespaces: namespaces.to_vec(),
+        ..EngineConfig::default()
+    }
+}
