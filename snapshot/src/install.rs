@@ -6,7 +6,9 @@ use std::cell::RefCell;
 use aerie_engine::Engine;
 
 use crate::error::{Error, Result};
-use crate::reader::SnapshotReader;
+use std::sync::mpsc::{Receiver, sync_channel};
+
+use crate::reader::{Chunk, SnapshotReader};
 
 /// Installs `reader`'s records into `engine`, replacing the snapshot's
 /// partitions in every namespace; the engine's applied (and, once this returns,
@@ -33,26 +35,33 @@ pub fn install(engine: &Engine, reader: &SnapshotReader, progress: impl FnMut(u6
     let mut installed = 0u64;
     for (position, ns) in header.namespaces.iter().enumerate() {
         let failure = RefCell::new(None);
-        let records = reader.records_of(position as u16).map_while(|r| match r {
-            Ok(record) => Some(record),
-            Err(e) => {
-                *failure.borrow_mut() = Some(e);
-                None
-            }
-        });
-        let counted = records.inspect(|_| {
-            installed += 1;
-            if installed.is_multiple_of(4096) {
-                (progress.borrow_mut())(installed);
-            }
-        });
-        engine.install(
-            &ns.name,
-            &header.partitions,
-            counted,
-            header.log_id,
-            header.index,
-        )?;
+        std::thread::scope(|scope| -> Result<()> {
+            let chunks = prefetch(scope, reader, position as u16);
+            let records = chunks
+                .into_iter()
+                .map_while(|chunk| match chunk {
+                    Ok(chunk) => Some(chunk.records),
+                    Err(e) => {
+                        *failure.borrow_mut() = Some(e);
+                        None
+                    }
+                })
+                .flatten()
+                .inspect(|_| {
+                    installed += 1;
+                    if installed.is_multiple_of(4096) {
+                        (progress.borrow_mut())(installed);
+                    }
+                });
+            engine.install(
+                &ns.name,
+                &header.partitions,
+                records,
+                header.log_id,
+                header.index,
+            )?;
+            Ok(())
+        })?;
         if let Some(e) = failure.into_inner() {
             reset(engine, reader)?;
             return Err(e);
@@ -60,6 +69,33 @@ pub fn install(engine: &Engine, reader: &SnapshotReader, progress: impl FnMut(u6
     }
     (progress.borrow_mut())(installed);
     Ok(installed)
+}
+
+/// Chunks decoded ahead.
+const PREFETCH_CHUNKS: usize = 2;
+
+/// Reads and decodes the chunks of one namespace on a helper thread, so
+/// decompression overlaps the engine's writes (memory: a few chunks).
+fn prefetch<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    reader: &'scope SnapshotReader,
+    namespace: u16,
+) -> Receiver<Result<Chunk>> {
+    let (sender, receiver) = sync_channel(PREFETCH_CHUNKS);
+    scope.spawn(move || {
+        for i in 0..reader.chunk_count() {
+            let chunk = match reader.chunk_header(i) {
+                Ok(h) if h.namespace != namespace => continue,
+                Ok(_) => reader.chunk(i),
+                Err(e) => Err(e),
+            };
+            let failed = chunk.is_err();
+            if sender.send(chunk).is_err() || failed {
+                return;
+            }
+        }
+    });
+    receiver
 }
 
 fn reset(engine: &Engine, reader: &SnapshotReader) -> Result<()> {

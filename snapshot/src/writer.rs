@@ -5,6 +5,8 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use aerie_engine::{Record, partition_of};
 
@@ -52,17 +54,78 @@ pub(crate) type RecordKey = (u16, u16, [u8; 20]);
 pub struct SnapshotWriter {
     final_path: PathBuf,
     tmp_path: PathBuf,
-    out: BufWriter<File>,
-    offset: u64,
     header: Header,
     options: WriteOptions,
-    footer: Footer,
-    checksum: crc32fast::Hasher,
     raw: Vec<u8>,
     raw_records: u32,
     raw_namespace: u16,
     last_key: Option<RecordKey>,
+    /// Full raw chunks go to the compressor thread through this bounded
+    /// channel, so encoding and compression overlap (memory: at most
+    /// `COMPRESS_QUEUE_CHUNKS + 2` raw chunks).
+    chunks: Option<SyncSender<RawChunk>>,
+    compressor: Option<JoinHandle<Result<ChunkFile>>>,
     finished: bool,
+}
+
+/// Raw chunks waiting for the compressor.
+const COMPRESS_QUEUE_CHUNKS: usize = 2;
+
+struct RawChunk {
+    raw: Vec<u8>,
+    records: u32,
+    namespace: u16,
+}
+
+/// The file side of a snapshot being written: owned by the compressor thread.
+struct ChunkFile {
+    path: PathBuf,
+    out: BufWriter<File>,
+    offset: u64,
+    level: i32,
+    footer: Footer,
+    checksum: crc32fast::Hasher,
+}
+
+impl ChunkFile {
+    fn write_chunk(&mut self, chunk: &RawChunk) -> Result<()> {
+        let data = zstd::bulk::compress(&chunk.raw, self.level).at(&self.path)?;
+        let frame = ChunkHeader {
+            compressed_len: data.len() as u32,
+            raw_len: chunk.raw.len() as u32,
+            records: chunk.records,
+            namespace: chunk.namespace,
+            data_crc: crc32fast::hash(&data),
+        };
+        self.out.write_all(&frame.encode()).at(&self.path)?;
+        self.out.write_all(&data).at(&self.path)?;
+        self.checksum.update(&frame.data_crc.to_le_bytes());
+        self.footer.chunk_offsets.push(self.offset);
+        let chunk_bytes = (CHUNK_HEADER_BYTES + data.len()) as u64;
+        self.offset += chunk_bytes;
+        self.footer.chunk_bytes += chunk_bytes;
+        self.footer.records += u64::from(chunk.records);
+        self.footer.raw_bytes += chunk.raw.len() as u64;
+        Ok(())
+    }
+
+    /// Compresses and writes chunks until the sender is dropped.
+    fn run(mut self, chunks: Receiver<RawChunk>) -> Result<ChunkFile> {
+        for chunk in chunks {
+            self.write_chunk(&chunk)?;
+        }
+        Ok(self)
+    }
+
+    /// Writes the footer and makes the file durable.
+    fn finish(mut self) -> Result<(Footer, u64)> {
+        self.footer.checksum = self.checksum.clone().finalize();
+        let footer = self.footer.encode(self.offset);
+        self.out.write_all(&footer).at(&self.path)?;
+        self.out.flush().at(&self.path)?;
+        self.out.get_ref().sync_all().at(&self.path)?;
+        Ok((self.footer, self.offset + footer.len() as u64))
+    }
 }
 
 impl SnapshotWriter {
@@ -80,19 +143,30 @@ impl SnapshotWriter {
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let bytes = header.encode();
         out.write_all(&bytes).at(&tmp_path)?;
+        let chunk_file = ChunkFile {
+            path: tmp_path.clone(),
+            out,
+            offset: bytes.len() as u64,
+            level: options.zstd_level,
+            footer: Footer::default(),
+            checksum: crc32fast::Hasher::new(),
+        };
+        let (sender, receiver) = sync_channel(COMPRESS_QUEUE_CHUNKS);
+        let compressor = std::thread::Builder::new()
+            .name("snapshot-zstd".into())
+            .spawn(move || chunk_file.run(receiver))
+            .at(&tmp_path)?;
         Ok(SnapshotWriter {
             final_path,
             tmp_path,
-            out,
-            offset: bytes.len() as u64,
             raw_namespace: 0,
             header,
             options,
-            footer: Footer::default(),
-            checksum: crc32fast::Hasher::new(),
             raw: Vec::with_capacity(options.chunk_raw_bytes as usize + (64 << 10)),
             raw_records: 0,
             last_key: None,
+            chunks: Some(sender),
+            compressor: Some(compressor),
             finished: false,
         })
     }
@@ -145,27 +219,33 @@ impl SnapshotWriter {
         Ok(())
     }
 
+    /// Hands the raw chunk to the compressor thread.
     fn write_chunk(&mut self) -> Result<()> {
-        let data = zstd::bulk::compress(&self.raw, self.options.zstd_level).at(&self.tmp_path)?;
-        let chunk = ChunkHeader {
-            compressed_len: data.len() as u32,
-            raw_len: self.raw.len() as u32,
+        let capacity = self.raw.capacity();
+        let chunk = RawChunk {
+            raw: std::mem::replace(&mut self.raw, Vec::with_capacity(capacity)),
             records: self.raw_records,
             namespace: self.raw_namespace,
-            data_crc: crc32fast::hash(&data),
         };
-        self.out.write_all(&chunk.encode()).at(&self.tmp_path)?;
-        self.out.write_all(&data).at(&self.tmp_path)?;
-        self.checksum.update(&chunk.data_crc.to_le_bytes());
-        self.footer.chunk_offsets.push(self.offset);
-        let chunk_bytes = (CHUNK_HEADER_BYTES + data.len()) as u64;
-        self.offset += chunk_bytes;
-        self.footer.chunk_bytes += chunk_bytes;
-        self.footer.records += u64::from(self.raw_records);
-        self.footer.raw_bytes += self.raw.len() as u64;
-        self.raw.clear();
         self.raw_records = 0;
+        let sent = self.chunks.as_ref().is_some_and(|c| c.send(chunk).is_ok());
+        if !sent {
+            // The compressor stopped: its error says why.
+            self.join_compressor()?;
+            return Err(Error::Invalid("the snapshot compressor stopped".into()));
+        }
         Ok(())
+    }
+
+    fn join_compressor(&mut self) -> Result<ChunkFile> {
+        self.chunks = None;
+        let handle = self
+            .compressor
+            .take()
+            .ok_or_else(|| Error::Invalid("snapshot writer already finished".into()))?;
+        handle
+            .join()
+            .map_err(|_| Error::Invalid("the snapshot compressor panicked".into()))?
     }
 
     /// Writes the last chunk and the footer, fsyncs, renames the file to its
@@ -174,19 +254,15 @@ impl SnapshotWriter {
         if self.raw_records > 0 {
             self.write_chunk()?;
         }
-        self.footer.checksum = self.checksum.clone().finalize();
-        let footer = self.footer.encode(self.offset);
-        self.out.write_all(&footer).at(&self.tmp_path)?;
-        self.out.flush().at(&self.tmp_path)?;
-        self.out.get_ref().sync_all().at(&self.tmp_path)?;
+        let (footer, file_bytes) = self.join_compressor()?.finish()?;
         std::fs::rename(&self.tmp_path, &self.final_path).at(&self.final_path)?;
         sync_parent(&self.final_path)?;
         self.finished = true;
         Ok(SnapshotInfo {
             path: self.final_path.clone(),
             header: self.header.clone(),
-            footer: std::mem::take(&mut self.footer),
-            file_bytes: self.offset + footer.len() as u64,
+            footer,
+            file_bytes,
         })
     }
 }
@@ -194,6 +270,8 @@ impl SnapshotWriter {
 impl Drop for SnapshotWriter {
     fn drop(&mut self) {
         if !self.finished {
+            // Stop the compressor first, so the file is closed before removal.
+            let _ = self.join_compressor();
             // Best effort: a leftover `.snap.tmp` is never read as a snapshot.
             let _ = std::fs::remove_file(&self.tmp_path);
         }
