@@ -43,21 +43,19 @@ fn check_snapshot_before(
     t: u64,
     decode: Decode<'_>,
 ) -> Result<()> {
-    let stamped = match log.read(snapshot.index) {
-        Ok(entry) => decode(&entry.payload)
-            .ok()
-            .flatten()
-            .map(|(now_ms, _)| now_ms),
-        Err(_) => Some(snapshot.created_ms),
-    };
-    match stamped {
-        Some(ms) if ms > t => Err(Error::Refused(format!(
-            "target time {t} is before the snapshot's state (index {}, stamped {ms}): restore \
-             from an older snapshot",
+    let stamped = log
+        .read(snapshot.index)
+        .ok()
+        .and_then(|entry| decode(&entry.payload).ok().flatten())
+        .map_or(snapshot.created_ms, |(now_ms, _)| now_ms);
+    if stamped > t {
+        return Err(Error::Refused(format!(
+            "target time {t} is before the snapshot's state (index {}, stamped {stamped}): \
+             restore from an older snapshot",
             snapshot.index
-        ))),
-        _ => Ok(()),
+        )));
     }
+    Ok(())
 }
 
 /// A payload decoder: `Ok(Some((now_ms, command)))`, `Ok(None)` for an entry

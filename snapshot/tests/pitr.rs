@@ -155,44 +155,60 @@ fn restore(
     Ok((engine, dir, replayed))
 }
 
-#[test]
-fn restore_to_an_index_and_to_a_time_equals_the_model_there() {
-    let (wal_dir, archive, engine_dir, snap_dir) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
+/// A recorded history with its snapshot and the archived stream after it.
+struct Fixture {
+    history: History,
+    info: SnapshotInfo,
+    log: ArchivedStream,
+    archived_segments: usize,
+    _dirs: [tempfile::TempDir; 4],
+}
+
+fn fixture() -> Fixture {
+    let dirs = [(); 4].map(|_| tempfile::tempdir().unwrap());
+    let [wal_dir, archive, engine_dir, snap_dir] = &dirs;
     let (history, info) = record_history(
         wal_dir.path(),
         archive.path(),
         engine_dir.path(),
         snap_dir.path(),
     );
+    let segments = [archive.path().to_path_buf(), wal_dir.path().to_path_buf()];
+    // From the snapshot's own index: its entry's time bounds a time target.
+    let log = ArchivedStream::scan(&segments, LOG, SNAPSHOT_AT - 1).unwrap();
+    let archived_segments = std::fs::read_dir(archive.path()).unwrap().count();
+    Fixture {
+        history,
+        info,
+        log,
+        archived_segments,
+        _dirs: dirs,
+    }
+}
+
+#[test]
+fn restore_to_an_index_and_to_a_time_equals_the_model_there() {
+    let fx = fixture();
+    let (history, info, log, archived_segments) =
+        (&fx.history, &fx.info, &fx.log, fx.archived_segments);
     assert_eq!(info.header.index, SNAPSHOT_AT);
-    let archived = std::fs::read_dir(archive.path()).unwrap().count();
-    assert!(archived >= 3, "only {archived} archived segments");
+    assert!(
+        archived_segments >= 3,
+        "only {archived_segments} archived segments"
+    );
     let last = history.at_index.len() as u64;
-    let log = ArchivedStream::scan(
-        &[archive.path().to_path_buf(), wal_dir.path().to_path_buf()],
-        LOG,
-        SNAPSHOT_AT - 1,
-    )
-    .unwrap();
     let all: Vec<u16> = (0..4096).collect();
 
     for target_index in [SNAPSHOT_AT, SNAPSHOT_AT + 1, 1234, 2000, last] {
         let (engine, _dir, replayed) =
-            restore(&info, &log, Target::Index(target_index), &history).unwrap();
+            restore(info, log, Target::Index(target_index), history).unwrap();
         assert_eq!(replayed.last_index, target_index);
-        assert_eq!(
-            replayed.last_term,
-            if target_index == SNAPSHOT_AT {
-                info.header.term
-            } else {
-                1 + target_index / 1000
-            }
-        );
+        let term = if target_index == SNAPSHOT_AT {
+            info.header.term
+        } else {
+            1 + target_index / 1000
+        };
+        assert_eq!(replayed.last_term, term);
         assert_eq!(engine.applied_index(LOG), target_index);
         assert_matches(&engine, &history.model_at(target_index), &all);
     }
@@ -200,41 +216,29 @@ fn restore_to_an_index_and_to_a_time_equals_the_model_there() {
     // Half a second after entry 1500's time: the state at 1500, whatever the
     // entries after it hold.
     let (engine, _dir, replayed) =
-        restore(&info, &log, Target::TimeMs(now_of(1500) + 500), &history).unwrap();
+        restore(info, log, Target::TimeMs(now_of(1500) + 500), history).unwrap();
     assert_eq!(replayed.last_index, 1500);
     assert_matches(&engine, &history.model_at(1500), &all);
 }
 
 #[test]
 fn targets_the_archive_cannot_reach_are_refused() {
-    let (wal_dir, archive, engine_dir, snap_dir) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let (history, info) = record_history(
-        wal_dir.path(),
-        archive.path(),
-        engine_dir.path(),
-        snap_dir.path(),
-    );
+    let fx = fixture();
+    let (history, info, log) = (&fx.history, &fx.info, &fx.log);
     let last = history.at_index.len() as u64;
-    let log = ArchivedStream::scan(
-        &[archive.path().to_path_buf(), wal_dir.path().to_path_buf()],
-        LOG,
-        SNAPSHOT_AT - 1,
-    )
-    .unwrap();
-    for target in [
-        Target::Index(last + 1),
-        Target::Index(SNAPSHOT_AT - 1),
-        Target::TimeMs(now_of(last) + 1),
-    ] {
-        let Err(Error::Refused(message)) = restore(&info, &log, target, &history).map(|_| ())
-        else {
+    let refusals = [
+        (Target::Index(last + 1), "past what the archive holds"),
+        (Target::Index(SNAPSHOT_AT - 1), "before the snapshot"),
+        (Target::TimeMs(now_of(last) + 1), "no command stamped after"),
+        (
+            Target::TimeMs(now_of(SNAPSHOT_AT - 1)),
+            "before the snapshot's state",
+        ),
+    ];
+    for (target, expected) in refusals {
+        let Err(Error::Refused(message)) = restore(info, log, target, history).map(|_| ()) else {
             panic!("{target:?} was not refused");
         };
-        assert!(!message.is_empty());
+        assert!(message.contains(expected), "{target:?}: {message}");
     }
 }
