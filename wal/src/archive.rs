@@ -123,6 +123,13 @@ impl ArchivedStream {
                     }
                     _ => Err("malformed hard state".into()),
                 },
+                FrameKind::Reset => {
+                    // The node installed a snapshot at `index - 1`: the next
+                    // entry is `index`, whatever came before.
+                    self.entries.split_off(&frame.index);
+                    self.last_seen = frame.index - 1;
+                    Ok(())
+                }
                 FrameKind::Compact | FrameKind::StreamState => Ok(()),
             }
         });

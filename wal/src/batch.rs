@@ -25,6 +25,9 @@ pub(crate) enum Op {
     Compact {
         index: u64,
     },
+    Reset {
+        index: u64,
+    },
     StreamState {
         first_index: u64,
         last_index: u64,
@@ -38,6 +41,7 @@ impl Op {
             Op::Entry { .. } => FrameKind::Entry,
             Op::HardState(_) => FrameKind::HardState,
             Op::Compact { .. } => FrameKind::Compact,
+            Op::Reset { .. } => FrameKind::Reset,
             Op::StreamState { .. } => FrameKind::StreamState,
         }
     }
@@ -51,6 +55,8 @@ impl Op {
             },
             FrameKind::HardState => Op::HardState(HardState::decode(frame.payload)?),
             FrameKind::Compact => Op::Compact { index: frame.index },
+            FrameKind::Reset if frame.index > 0 => Op::Reset { index: frame.index },
+            FrameKind::Reset => return None,
             FrameKind::StreamState => Op::StreamState {
                 first_index: frame.index,
                 last_index: format::read_u64(frame.payload, 0)?,
@@ -116,6 +122,19 @@ impl LogBatch {
         self.push(stream, Op::Compact { index }, &[]);
     }
 
+    /// Drops every entry of the stream; its next append must be at `index`
+    /// (at least 1). What installing a raft snapshot at `index - 1` does to
+    /// the log, whatever it held before.
+    pub fn reset(&mut self, stream: u64, index: u64) {
+        self.push(
+            stream,
+            Op::Reset {
+                index: index.max(1),
+            },
+            &[],
+        );
+    }
+
     pub(crate) fn push_stream_state(
         &mut self,
         stream: u64,
@@ -137,7 +156,7 @@ impl LogBatch {
     fn push(&mut self, stream: u64, op: Op, payload: &[u8]) {
         let (index, term) = match op {
             Op::Entry { index, term } => (index, term),
-            Op::Compact { index } => (index, 0),
+            Op::Compact { index } | Op::Reset { index } => (index, 0),
             Op::StreamState { first_index, .. } => (first_index, 0),
             Op::HardState(_) => (0, 0),
         };

@@ -50,6 +50,9 @@ pub enum FrameKind {
     /// deleted once no stream has live entries in it: `index` is the first index,
     /// the payload holds the last index and the hard state.
     StreamState = 4,
+    /// Every entry of the stream is dropped and its next append must be at
+    /// `index` (a raft snapshot was installed at `index - 1`).
+    Reset = 5,
 }
 
 impl FrameKind {
@@ -59,6 +62,7 @@ impl FrameKind {
             2 => Some(Self::HardState),
             3 => Some(Self::Compact),
             4 => Some(Self::StreamState),
+            5 => Some(Self::Reset),
             _ => None,
         }
     }
@@ -259,7 +263,7 @@ pub fn parse_frame(data: &[u8], offset: usize, seq: u64) -> Parsed<'_> {
     let payload = &frame[FRAME_HEADER_BYTES..];
     let payload_ok = match kind {
         FrameKind::Entry => true,
-        FrameKind::Compact => payload.is_empty(),
+        FrameKind::Compact | FrameKind::Reset => payload.is_empty(),
         FrameKind::HardState => payload.len() == HARD_STATE_PAYLOAD_BYTES,
         FrameKind::StreamState => payload.len() == STREAM_STATE_PAYLOAD_BYTES,
     };

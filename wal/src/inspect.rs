@@ -149,7 +149,7 @@ fn inspect_segment(
                 range.entries += 1;
             }
             FrameKind::HardState => range.hard_states += 1,
-            FrameKind::Compact => range.compactions += 1,
+            FrameKind::Compact | FrameKind::Reset => range.compactions += 1,
             FrameKind::StreamState => {}
         }
         Ok(())

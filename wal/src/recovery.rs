@@ -88,6 +88,27 @@ struct Recovery<'a> {
     start_new_segment: bool,
 }
 
+/// Entries a stream-state frame claimed but whose segments were purged are
+/// not in the index, so the stream starts after them. A later append into that
+/// range (raft's conflict rule: the writer saw those entries) is valid: the
+/// stream restarts at the append and the missing range ends before it.
+fn reopen_purged_range(
+    stream: &mut Stream,
+    purged: Option<&mut (u64, PathBuf)>,
+    index: u64,
+    seq: u64,
+) -> Result<(), String> {
+    let Some((purged_index, _)) = purged else {
+        return Ok(());
+    };
+    if index >= stream.meta.first_index || index > *purged_index + 1 {
+        return Ok(());
+    }
+    stream.apply(&Op::Reset { index }, seq, 0, 0)?;
+    *purged_index = index - 1;
+    Ok(())
+}
+
 pub(crate) fn recover(config: &WalConfig, fs: &dyn FileSystem) -> Result<Recovered> {
     let started = Instant::now();
     let dir = &config.dir;
@@ -181,6 +202,21 @@ impl Recovery<'_> {
                 hard_state,
             } = op
             else {
+                match op {
+                    // A reset drops every entry, the purged ones included.
+                    Op::Reset { .. } => {
+                        purged_through.remove(&frame.stream);
+                    }
+                    Op::Entry { index, .. } => {
+                        reopen_purged_range(
+                            stream,
+                            purged_through.get_mut(&frame.stream),
+                            index,
+                            seq,
+                        )?;
+                    }
+                    _ => {}
+                }
                 return stream.apply(&op, seq, frame.offset as u32, frame.len);
             };
             if let Some(index) = stream.apply_stream_state(first_index, last_index, hard_state)? {

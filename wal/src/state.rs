@@ -62,6 +62,10 @@ impl Meta {
                 self.last_index = index;
             }
             Op::HardState(hard_state) => self.hard_state = hard_state,
+            Op::Reset { index } => {
+                self.first_index = index;
+                self.last_index = index - 1;
+            }
             Op::Compact { index } => {
                 if index > self.first_index {
                     self.first_index = index;
@@ -91,6 +95,10 @@ impl Stream {
         offset: u32,
         frame_len: u32,
     ) -> Result<(), String> {
+        if let Op::Reset { .. } = op {
+            self.entries.clear();
+            return self.meta.apply(op);
+        }
         let old_first = self.meta.first_index;
         let mut meta = self.meta;
         meta.apply(op)?;

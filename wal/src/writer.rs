@@ -278,7 +278,7 @@ impl Writer {
             // Validated above against the same bounds, so this cannot fail.
             let _ = meta.apply(&frame.op);
             group.entries += u64::from(matches!(frame.op, Op::Entry { .. }));
-            group.compacts |= matches!(frame.op, Op::Compact { .. });
+            group.compacts |= matches!(frame.op, Op::Compact { .. } | Op::Reset { .. });
         }
         Ok(())
     }

@@ -27,6 +27,11 @@ enum Action {
         stream: u64,
         ahead: u64,
     },
+    /// Reset to `last + 1 + shift - 20` (at least 1): every entry dropped.
+    Reset {
+        stream: u64,
+        shift: u64,
+    },
     Reopen,
 }
 
@@ -35,6 +40,7 @@ fn action() -> impl Strategy<Value = Action> {
         6 => (0..3u64, 0..4u64, 1..40u64).prop_map(|(stream, back, count)| Action::Append { stream, back, count }),
         1 => (0..3u64, 0..1000u64).prop_map(|(stream, commit)| Action::HardState { stream, commit }),
         1 => (0..3u64, 0..60u64).prop_map(|(stream, ahead)| Action::Compact { stream, ahead }),
+        1 => (0..3u64, 0..40u64).prop_map(|(stream, shift)| Action::Reset { stream, shift }),
         1 => Just(Action::Reopen),
     ]
 }
@@ -140,6 +146,15 @@ fn run(actions: &[Action], backend: IoBackend) {
                     m.entries = m.entries.split_off(&index);
                     m.first = index;
                 }
+            }
+            Action::Reset { stream, shift } => {
+                let m = model.entry(stream).or_default();
+                let index = (m.last() + 1 + shift).saturating_sub(20).max(1);
+                let mut batch = LogBatch::new();
+                batch.reset(stream, index);
+                wal.write(batch).unwrap();
+                m.entries.clear();
+                m.first = index;
             }
             Action::Reopen => {
                 drop(wal);
