@@ -125,6 +125,30 @@ impl Proposal {
     }
 }
 
+/// What a raft snapshot message carries instead of the data: where the
+/// follower fetches the snapshot file from (in chunks, over the transport).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRef {
+    /// The node holding the file.
+    pub node_id: u64,
+    /// Its file name in that node's snapshot directory.
+    pub file_name: String,
+    /// Its size.
+    pub file_bytes: u64,
+}
+
+impl SnapshotRef {
+    /// The bytes of a raft snapshot's data field.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Decodes a raft snapshot's data field.
+    pub fn decode(bytes: &[u8]) -> Result<SnapshotRef, DecodeError> {
+        decode(bytes, "snapshot reference")
+    }
+}
+
 /// The command a WAL payload carries, with the leader's clock: `None` for
 /// no-ops and membership changes. Point-in-time recovery's decoder.
 pub fn command_of(payload: &[u8]) -> Result<Option<(u64, Command)>, DecodeError> {

@@ -1,10 +1,18 @@
 //! Aerie's shards: the 4096 partitions split into raft groups whose logs live
 //! in the node's WAL and whose state machine is the engine.
-//!
-//! What is here so far:
-//! * [`codec`]: the bytes of a log entry (the only module that names
-//!   `bincode`); point-in-time recovery decodes archived entries with it.
-//! * [`shards`]: which partitions a shard owns, and its log and stream ids.
 
+mod apply;
 pub mod codec;
+mod error;
+mod install;
+mod logging;
+pub mod meta;
+mod node;
 pub mod shards;
+pub mod storage;
+pub mod transport;
+
+pub use error::{Error, Result};
+
+pub use apply::SnapshotPolicy;
+pub use node::{Node, NodeConfig, NodeParts, ReadConsistency, ShardStatus, now_ms};

@@ -1,0 +1,196 @@
+//! A member of an in-process cluster: its own WAL, engine and directories,
+//! connected to the others through a `LocalNetwork`.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aerie_engine::{
+    Bin, BinSelection, Command, Digest, Engine, EngineConfig, NamespaceConfig, Op, Operate, Value,
+    Write, partition_of,
+};
+use aerie_replication::shards::{ShardMap, log_id};
+use aerie_replication::transport::LocalNetwork;
+use aerie_replication::{Node, NodeConfig, NodeParts, SnapshotPolicy};
+use aerie_wal::{Wal, WalConfig};
+
+pub const NS: &str = "test";
+pub const SHARDS: u32 = 4;
+
+pub fn engine_config(dir: &Path) -> EngineConfig {
+    EngineConfig {
+        dir: dir.join("engine"),
+        namespaces: vec![NamespaceConfig {
+            write_block_size_bytes: 64 << 10,
+            ..NamespaceConfig::named(NS)
+        }],
+        checkpoint_interval_ms: 300,
+        ..EngineConfig::default()
+    }
+}
+
+pub fn node_config(id: u64, voters: &[u64], dir: &Path) -> NodeConfig {
+    let mut config = NodeConfig::new(id, voters.to_vec(), dir);
+    config.shards = SHARDS;
+    config.tick_interval_ms = 20;
+    config.compact_interval_ms = 200;
+    config.engine_tick_interval_ms = 50;
+    config.snapshot = SnapshotPolicy {
+        every_entries: 200,
+        ..config.snapshot
+    };
+    config
+}
+
+/// One member, stoppable and restartable on the same directory.
+pub struct Member {
+    pub id: u64,
+    pub dir: PathBuf,
+    pub voters: Vec<u64>,
+    pub node: Option<Node>,
+    pub engine: Option<Arc<Engine>>,
+    pub wal: Option<Arc<Wal>>,
+}
+
+impl Member {
+    pub fn start(id: u64, voters: &[u64], dir: &Path, net: &Arc<LocalNetwork>) -> Member {
+        let mut member = Member {
+            id,
+            dir: dir.to_path_buf(),
+            voters: voters.to_vec(),
+            node: None,
+            engine: None,
+            wal: None,
+        };
+        member.restart(net);
+        member
+    }
+
+    pub fn restart(&mut self, net: &Arc<LocalNetwork>) {
+        let mut wal_config = WalConfig::new(self.dir.join("wal"));
+        wal_config.segment_size_bytes = 256 << 10;
+        wal_config.max_entry_bytes = 64 << 10;
+        let wal = Arc::new(Wal::open(wal_config).unwrap());
+        let engine = Arc::new(Engine::open(engine_config(&self.dir)).unwrap());
+        let parts = NodeParts {
+            wal: wal.clone(),
+            engine: engine.clone(),
+            transport: net.clone(),
+        };
+        let (node, deliver) =
+            Node::open(node_config(self.id, &self.voters, &self.dir), parts).unwrap();
+        net.register(self.id, deliver);
+        self.node = Some(node);
+        self.engine = Some(engine);
+        self.wal = Some(wal);
+    }
+
+    /// Stops without a clean shutdown of the engine (as after a crash of
+    /// the process: what the WAL and the last checkpoint hold survives).
+    pub fn stop(&mut self, net: &Arc<LocalNetwork>) {
+        net.unregister(self.id);
+        if let Some(node) = self.node.take() {
+            node.stop();
+        }
+        self.engine = None;
+        self.wal = None;
+    }
+
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().unwrap()
+    }
+
+    pub fn engine(&self) -> &Engine {
+        self.engine.as_ref().unwrap()
+    }
+}
+
+/// A digest for key `i`, spread over partitions.
+pub fn digest(i: u32) -> Digest {
+    let mut d = [0u8; 20];
+    let mut x = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xABCD;
+    for chunk in d.chunks_mut(8) {
+        x = x
+            .wrapping_mul(0xBF58_476D_1CE4_E5B9)
+            .wrapping_add(0x94D0_49BB);
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    d
+}
+
+pub fn shard_of(key: u32) -> u32 {
+    ShardMap::new(SHARDS)
+        .unwrap()
+        .shard_of(partition_of(&digest(key)))
+}
+
+/// Adds `by` to key `key`'s counter.
+pub fn incr(key: u32, by: i64) -> Command {
+    Command::Operate(Operate {
+        write: Write::new(NS, digest(key)),
+        ops: vec![Op::Incr(Bin::new("n", Value::Int(by)))],
+    })
+}
+
+/// The counter of `key` on this member's engine (0 if absent).
+pub fn counter(engine: &Engine, key: u32) -> i64 {
+    let record = engine
+        .get(
+            NS,
+            &digest(key),
+            &BinSelection::All,
+            aerie_replication::now_ms(),
+        )
+        .unwrap();
+    match record.and_then(|r| r.bins.into_iter().find(|b| b.name == "n")) {
+        Some(bin) => match bin.value {
+            Value::Int(v) => v,
+            other => panic!("counter is {other:?}"),
+        },
+        None => 0,
+    }
+}
+
+/// Waits until `f` holds, or panics after `timeout`.
+pub fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The leader of `shard` among `members`, once every live member agrees.
+pub fn leader_of(members: &[Member], shard: u32) -> u64 {
+    let mut leader = 0;
+    eventually(Duration::from_secs(20), "a leader", || {
+        let seen: Vec<u64> = members
+            .iter()
+            .filter(|m| m.node.is_some())
+            .map(|m| m.node().leader(shard))
+            .collect();
+        leader = seen[0];
+        leader != 0
+            && seen.iter().all(|&l| l == leader)
+            && members.iter().any(|m| m.id == leader && m.node.is_some())
+    });
+    leader
+}
+
+/// Per-partition summaries of this member's engine for `shard`.
+pub fn checksums(engine: &Engine, shard: u32) -> Vec<aerie_engine::PartitionSummary> {
+    let map = ShardMap::new(SHARDS).unwrap();
+    map.partitions(shard)
+        .into_iter()
+        .map(|p| {
+            engine
+                .partition_summary(NS, p, aerie_replication::now_ms())
+                .unwrap()
+        })
+        .collect()
+}
+
+pub fn applied(engine: &Engine, shard: u32) -> u64 {
+    engine.applied_index(log_id(shard))
+}

@@ -1,0 +1,106 @@
+//! One member: every write through propose/apply; restarts lose nothing
+//! acknowledged and apply nothing twice.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use aerie_engine::{Bin, Command, Error as EngineError, ExistsPolicy, Put, Value, Write};
+use aerie_replication::transport::LocalNetwork;
+use aerie_replication::{Error, ReadConsistency};
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[test]
+fn commands_go_through_raft_and_survive_restarts_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = LocalNetwork::new(1);
+    let mut member = Member::start(1, &[1], dir.path(), &net);
+    for shard in 0..SHARDS {
+        leader_of(std::slice::from_ref(&member), shard);
+    }
+    let mut expected = vec![0i64; 40];
+    for round in 0..3 {
+        for i in 0..400u32 {
+            let key = i % 40;
+            let outcome = member
+                .node()
+                .propose_wait(shard_of(key), incr(key, 1), WAIT)
+                .unwrap();
+            expected[key as usize] += 1;
+            assert!(outcome.generation > 0);
+        }
+        // Record errors come back as the engine's error, applied in order.
+        let mut write = Write::new(NS, digest(0));
+        write.exists = ExistsPolicy::CreateOnly;
+        let put = Command::Put(Put {
+            write,
+            bins: vec![Bin::new("x", Value::Int(1))],
+        });
+        let err = member
+            .node()
+            .propose_wait(shard_of(0), put, WAIT)
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Engine(EngineError::RecordExists)),
+            "{err}"
+        );
+        for key in 0..40u32 {
+            member
+                .node()
+                .read_barrier(shard_of(key), ReadConsistency::Linearizable, WAIT)
+                .unwrap();
+            assert_eq!(
+                counter(member.engine(), key),
+                expected[key as usize],
+                "round {round} key {key}"
+            );
+        }
+        // Restart: what the engine had not checkpointed is replayed from the
+        // WAL, exactly once (the counters would be off otherwise).
+        member.stop(&net);
+        member.restart(&net);
+        for shard in 0..SHARDS {
+            leader_of(std::slice::from_ref(&member), shard);
+        }
+        for key in 0..40u32 {
+            eventually(WAIT, "replay", || {
+                counter(member.engine(), key) == expected[key as usize]
+            });
+        }
+    }
+    // Snapshots every 200 entries and engine checkpoints let the log be
+    // compacted behind them.
+    eventually(WAIT, "log compaction", || {
+        member.node().status().iter().all(|s| s.compacted > 0)
+    });
+    member.stop(&net);
+    member.restart(&net);
+    for key in 0..40u32 {
+        eventually(WAIT, "state after compaction", || {
+            counter(member.engine(), key) == expected[key as usize]
+        });
+    }
+}
+
+#[test]
+fn a_follower_refuses_proposals_and_overload_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = LocalNetwork::new(2);
+    // Voters 1 and 2, but only 1 runs: no quorum, no leader.
+    let member = Member::start(1, &[1, 2], dir.path(), &net);
+    std::thread::sleep(Duration::from_millis(300));
+    let err = member.node().propose_wait(0, incr(1, 1), WAIT).unwrap_err();
+    assert!(matches!(err, Error::NotLeader { .. }), "{err}");
+    let err = member
+        .node()
+        .read_barrier(0, ReadConsistency::Linearizable, WAIT)
+        .unwrap_err();
+    assert!(matches!(err, Error::NotLeader { .. }), "{err}");
+    member
+        .node()
+        .read_barrier(0, ReadConsistency::Relaxed, WAIT)
+        .unwrap();
+}
