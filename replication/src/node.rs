@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aerie_engine::{Command, Engine, Outcome};
 use aerie_snapshot::{Catalog, ShardMeta, WriteOptions};
 use aerie_wal::{LogBatch, Wal};
-use raft::prelude::{Entry, Message, Ready};
+use raft::prelude::{Entry, Message, MessageType, Ready};
 use raft::{RawNode, ReadOnlyOption, StateRole};
 use tokio::sync::oneshot;
 
@@ -634,7 +634,7 @@ impl ReadyLoop {
             }
             if self.last_tick.elapsed() >= tick {
                 self.last_tick = Instant::now();
-                for shard in &mut self.shards {
+                for shard in self.shards.iter_mut().filter(|s| s.installing.is_none()) {
                     shard.raw.tick();
                 }
                 self.maybe_compact();
@@ -695,10 +695,10 @@ impl ReadyLoop {
     fn handle_net(&mut self, envelope: Envelope) {
         match envelope {
             Envelope::Raft { shard, message } => {
-                if let Some(shard) = self.shard(shard)
-                    && let Err(e) = shard.raw.step(message)
-                {
-                    tracing::debug!(shard = shard.id, error = %e, "raft message refused");
+                // While a snapshot installs, raft holds a ready open: stepping
+                // it then is not allowed (the leader resends later).
+                if let Some(shard) = self.shard(shard).filter(|s| s.installing.is_none()) {
+                    step(shard, message);
                 }
             }
             request @ Envelope::ChunkRequest { .. } => {
@@ -958,6 +958,44 @@ fn fetch_and_install(fetch: &Fetch, engine: &Engine) -> Result<PathBuf> {
                 attempt += 1;
             }
         }
+    }
+}
+
+/// Steps a raft message into a shard. A heartbeat's commit index is capped at
+/// the follower's last index: a member whose data was wiped comes back with an
+/// empty log while the leader still remembers what it had matched, and raft
+/// must then probe it (and send a snapshot), not fail on the commit index.
+///
+/// On the leader, a rejection showing a follower's log ends below what the
+/// leader had matched means the follower lost its data: its progress restarts
+/// from what it has, so raft probes it down to a snapshot. (raft itself takes
+/// such a rejection for a stale message and would wait forever.) Lowering a
+/// match only makes the commit rule more careful.
+fn step(shard: &mut Shard, mut message: Message) {
+    match message.get_msg_type() {
+        MessageType::MsgHeartbeat => {
+            message.commit = message.commit.min(shard.raw.raft.raft_log.last_index());
+        }
+        MessageType::MsgAppendResponse if message.reject && shard.is_leader() => {
+            let hint = message.reject_hint;
+            if let Some(pr) = shard.raw.raft.mut_prs().get_mut(message.from)
+                && hint < pr.matched
+            {
+                tracing::warn!(
+                    shard = shard.id,
+                    follower = message.from,
+                    had = pr.matched,
+                    has = hint,
+                    "a follower lost its log; rebuilding it"
+                );
+                pr.matched = hint;
+                pr.become_probe();
+            }
+        }
+        _ => {}
+    }
+    if let Err(e) = shard.raw.step(message) {
+        tracing::debug!(shard = shard.id, error = %e, "raft message refused");
     }
 }
 

@@ -71,7 +71,7 @@ fn commands_go_through_raft_and_survive_restarts_exactly_once() {
             });
         }
     }
-    // Snapshots every 200 entries and engine checkpoints let the log be
+    // Snapshots every 50 entries and engine checkpoints let the log be
     // compacted behind them.
     eventually(WAIT, "log compaction", || {
         member.node().status().iter().all(|s| s.compacted > 0)

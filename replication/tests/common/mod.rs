@@ -37,7 +37,7 @@ pub fn node_config(id: u64, voters: &[u64], dir: &Path) -> NodeConfig {
     config.compact_interval_ms = 200;
     config.engine_tick_interval_ms = 50;
     config.snapshot = SnapshotPolicy {
-        every_entries: 200,
+        every_entries: 50,
         ..config.snapshot
     };
     config
@@ -193,4 +193,98 @@ pub fn checksums(engine: &Engine, shard: u32) -> Vec<aerie_engine::PartitionSumm
 
 pub fn applied(engine: &Engine, shard: u32) -> u64 {
     engine.applied_index(log_id(shard))
+}
+
+/// What a client saw of one operation: the history format a linearizability
+/// checker reads (one record per operation, times in ns since the test began).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The client (thread) that ran it.
+    pub client: usize,
+    /// The key.
+    pub key: u32,
+    /// Increment by 1, or read the counter.
+    pub op: EventOp,
+    /// When the client invoked it.
+    pub invoke_ns: u64,
+    /// When the client saw the outcome.
+    pub complete_ns: u64,
+    /// The outcome.
+    pub outcome: EventOutcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOp {
+    Incr,
+    Read,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// Acknowledged (for a read: the value read).
+    Ok(i64),
+    /// Known not to have happened (not leader, dropped, overloaded).
+    Failed,
+    /// May or may not have happened (in doubt, timeout).
+    Unknown,
+}
+
+/// Proposes to whichever member leads the key's shard, retrying while
+/// leadership moves; returns the outcome kind.
+pub fn incr_anywhere(members: &[Member], key: u32, timeout: Duration) -> EventOutcome {
+    let shard = shard_of(key);
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let leader = members
+            .iter()
+            .filter(|m| m.node.is_some())
+            .find(|m| m.node().leader(shard) == m.id);
+        let Some(leader) = leader else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        match leader
+            .node()
+            .propose_wait(shard, incr(key, 1), Duration::from_secs(5))
+        {
+            Ok(_) => return EventOutcome::Ok(1),
+            Err(aerie_replication::Error::NotLeader { .. })
+            | Err(aerie_replication::Error::Dropped(_)) => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => return EventOutcome::Unknown,
+        }
+    }
+    EventOutcome::Failed
+}
+
+/// Waits until every live member has applied what the shard's leader has.
+pub fn converge(members: &[Member], timeout: Duration) {
+    for shard in 0..SHARDS {
+        let leader = leader_of(members, shard);
+        eventually(timeout, "followers to catch up", || {
+            let lead = members.iter().find(|m| m.id == leader).unwrap();
+            let target = applied(lead.engine(), shard);
+            members
+                .iter()
+                .filter(|m| m.node.is_some())
+                .all(|m| applied(m.engine(), shard) >= target)
+        });
+    }
+}
+
+/// Asserts every live member has the same per-partition checksums.
+pub fn assert_identical(members: &[Member]) {
+    let live: Vec<&Member> = members.iter().filter(|m| m.node.is_some()).collect();
+    for shard in 0..SHARDS {
+        let first = checksums(live[0].engine(), shard);
+        for m in &live[1..] {
+            assert_eq!(
+                checksums(m.engine(), shard),
+                first,
+                "member {} shard {shard}",
+                m.id
+            );
+        }
+    }
 }
