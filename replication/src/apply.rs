@@ -12,15 +12,30 @@ use std::time::{Duration, Instant};
 use aerie_engine::{Engine, Outcome};
 use aerie_snapshot::{Capture, Retention, ShardMeta, WriteOptions};
 use raft::prelude::{Entry, EntryType};
-use tokio::sync::oneshot;
 
 use crate::codec::{Proposal, SnapshotRef};
 use crate::error::{Error, Result};
 use crate::storage::SnapshotSlot;
 
+/// Called exactly once with an answer (a channel send, a future's wake-up:
+/// the caller chooses).
+pub struct Callback<T>(Box<dyn FnOnce(Result<T>) + Send>);
+
+impl<T> Callback<T> {
+    /// Wraps `f`.
+    pub fn new(f: impl FnOnce(Result<T>) + Send + 'static) -> Callback<T> {
+        Callback(Box::new(f))
+    }
+
+    /// Answers.
+    pub fn send(self, result: Result<T>) {
+        (self.0)(result);
+    }
+}
+
 /// The answer a proposer waits for: the engine's outcome (record-level
 /// errors come as `Error::Engine`) or why there is none.
-pub type Reply = oneshot::Sender<Result<Outcome>>;
+pub type Reply = Callback<Outcome>;
 
 /// A proposal this node made and is waiting on.
 pub struct Waiter {
@@ -41,7 +56,7 @@ impl Pending {
     /// Fails every waiter (leadership lost: their outcome is unknown).
     pub fn fail_all(&mut self, error: impl Fn() -> Error) {
         for (_, waiter) in self.by_id.drain() {
-            let _ = waiter.reply.send(Err(error()));
+            waiter.reply.send(Err(error()));
         }
     }
 
@@ -56,7 +71,7 @@ impl Pending {
             .collect();
         for id in gone {
             if let Some(w) = self.by_id.remove(&id) {
-                let _ = w.reply.send(Err(Error::Dropped(shard)));
+                w.reply.send(Err(Error::Dropped(shard)));
             }
         }
     }
@@ -177,7 +192,7 @@ fn apply_one(ctx: &ApplyContext, entry: &Entry) -> Result<()> {
         .filter(|e| !e.is_record_error())
         .map(|e| e.to_string());
     if let Some(waiter) = lock(&ctx.pending).by_id.remove(&proposal.id) {
-        let _ = waiter.reply.send(result.map_err(Error::Engine));
+        waiter.reply.send(result.map_err(Error::Engine));
     }
     match system_error {
         Some(reason) => Err(Error::ApplyFailed {

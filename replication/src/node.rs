@@ -124,7 +124,7 @@ enum Input {
     },
     Read {
         shard: u32,
-        reply: oneshot::Sender<Result<()>>,
+        reply: apply::Callback<()>,
     },
     Applied(u32),
     Installed {
@@ -179,8 +179,8 @@ struct Shard {
     pending: Arc<Mutex<Pending>>,
     applied: Arc<AtomicU64>,
     snapshots: Arc<SnapshotSlot>,
-    reads: HashMap<Vec<u8>, oneshot::Sender<Result<()>>>,
-    waiting_reads: Vec<(u64, oneshot::Sender<Result<()>>)>,
+    reads: HashMap<Vec<u8>, apply::Callback<()>>,
+    waiting_reads: Vec<(u64, apply::Callback<()>)>,
     installing: Option<Installing>,
     was_leader: bool,
     /// The commit index moved after the last hard state written.
@@ -213,10 +213,10 @@ impl Shard {
                 leader: self.raw.raft.leader_id,
             };
             for (_, reply) in self.reads.drain() {
-                let _ = reply.send(Err(not_leader()));
+                reply.send(Err(not_leader()));
             }
             for (_, reply) in self.waiting_reads.drain(..) {
-                let _ = reply.send(Err(not_leader()));
+                reply.send(Err(not_leader()));
             }
         }
         self.was_leader = leader;
@@ -230,7 +230,7 @@ impl Shard {
             .partition(|(index, _)| *index <= applied);
         self.waiting_reads = waiting;
         for (_, reply) in ready {
-            let _ = reply.send(Ok(()));
+            reply.send(Ok(()));
         }
     }
 }
@@ -334,26 +334,54 @@ impl Node {
         }
     }
 
-    /// Proposes `command` to `shard` (this node must lead it) and returns a
-    /// receiver for the outcome once the entry is applied here.
+    /// Proposes `command` to `shard` (this node must lead it); `done` gets the
+    /// outcome once the entry is applied here, or why there is none.
+    pub fn propose_with(
+        &self,
+        shard: u32,
+        command: Command,
+        done: impl FnOnce(Result<Outcome>) + Send + 'static,
+    ) -> Result<()> {
+        self.send(Input::Propose {
+            shard,
+            command,
+            reply: apply::Callback::new(done),
+        })
+    }
+
+    /// Proposes; the receiver (usable from async code) gets the outcome.
     pub fn propose(
         &self,
         shard: u32,
         command: Command,
     ) -> Result<oneshot::Receiver<Result<Outcome>>> {
         let (reply, outcome) = oneshot::channel();
-        self.send(Input::Propose {
-            shard,
-            command,
-            reply,
+        self.propose_with(shard, command, move |result| {
+            let _ = reply.send(result);
         })?;
         Ok(outcome)
     }
 
     /// Proposes and waits up to `timeout` for the outcome.
     pub fn propose_wait(&self, shard: u32, command: Command, timeout: Duration) -> Result<Outcome> {
-        let outcome = self.propose(shard, command)?;
-        wait(outcome, timeout, shard)?
+        let (reply, outcome) = mpsc::sync_channel(1);
+        self.propose_with(shard, command, move |result| {
+            let _ = reply.send(result);
+        })?;
+        wait(&outcome, timeout, shard)?
+    }
+
+    /// `done` is called once a read of `shard` on this node's engine is
+    /// linearizable (the caller then reads the engine).
+    pub fn read_barrier_with(
+        &self,
+        shard: u32,
+        done: impl FnOnce(Result<()>) + Send + 'static,
+    ) -> Result<()> {
+        self.send(Input::Read {
+            shard,
+            reply: apply::Callback::new(done),
+        })
     }
 
     /// Returns once a read of `shard` on this node's engine is safe at the
@@ -367,9 +395,11 @@ impl Node {
         if consistency == ReadConsistency::Relaxed {
             return Ok(());
         }
-        let (reply, done) = oneshot::channel();
-        self.send(Input::Read { shard, reply })?;
-        wait(done, timeout, shard)?
+        let (reply, done) = mpsc::sync_channel(1);
+        self.read_barrier_with(shard, move |result| {
+            let _ = reply.send(result);
+        })?;
+        wait(&done, timeout, shard)?
     }
 
     /// Starts an election for `shard` on this node.
@@ -410,21 +440,11 @@ impl Drop for Node {
     }
 }
 
-fn wait<T>(receiver: oneshot::Receiver<T>, timeout: Duration, shard: u32) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    let mut receiver = receiver;
-    loop {
-        match receiver.try_recv() {
-            Ok(value) => return Ok(value),
-            Err(oneshot::error::TryRecvError::Closed) => return Err(Error::Stopped),
-            Err(oneshot::error::TryRecvError::Empty) if Instant::now() >= deadline => {
-                return Err(Error::Timeout(shard));
-            }
-            Err(oneshot::error::TryRecvError::Empty) => {
-                std::thread::sleep(Duration::from_micros(200))
-            }
-        }
-    }
+fn wait<T>(receiver: &Receiver<T>, timeout: Duration, shard: u32) -> Result<T> {
+    receiver.recv_timeout(timeout).map_err(|e| match e {
+        RecvTimeoutError::Timeout => Error::Timeout(shard),
+        RecvTimeoutError::Disconnected => Error::Stopped,
+    })
 }
 
 fn raft_config(config: &NodeConfig, applied: u64) -> raft::Config {
@@ -652,10 +672,10 @@ impl ReadyLoop {
         for shard in &mut self.shards {
             lock(&shard.pending).fail_all(|| Error::Stopped);
             for (_, reply) in shard.reads.drain() {
-                let _ = reply.send(Err(Error::Stopped));
+                reply.send(Err(Error::Stopped));
             }
             for (_, reply) in shard.waiting_reads.drain(..) {
-                let _ = reply.send(Err(Error::Stopped));
+                reply.send(Err(Error::Stopped));
             }
         }
         // Dropping the shards closes the apply queues; their threads end.
@@ -718,12 +738,12 @@ impl ReadyLoop {
         self.next_proposal += 1;
         let id = (node_id << 40) | (self.next_proposal & ((1 << 40) - 1));
         let Some(shard) = self.shard(shard_id) else {
-            let _ = reply.send(Err(Error::NoShard(shard_id)));
+            reply.send(Err(Error::NoShard(shard_id)));
             return;
         };
         if !shard.is_leader() || shard.installing.is_some() {
             let leader = shard.raw.raft.leader_id;
-            let _ = reply.send(Err(Error::NotLeader {
+            reply.send(Err(Error::NotLeader {
                 shard: shard_id,
                 leader,
             }));
@@ -731,7 +751,7 @@ impl ReadyLoop {
         }
         let mut pending = lock(&shard.pending);
         if pending.by_id.len() >= limit {
-            let _ = reply.send(Err(Error::Overloaded {
+            reply.send(Err(Error::Overloaded {
                 shard: shard_id,
                 limit,
             }));
@@ -744,23 +764,23 @@ impl ReadyLoop {
         }
         .encode();
         if let Err(e) = shard.raw.propose(Vec::new(), data) {
-            let _ = reply.send(Err(Error::Raft(e)));
+            reply.send(Err(Error::Raft(e)));
             return;
         }
         let index = shard.raw.raft.raft_log.last_index();
         pending.by_id.insert(id, Waiter { index, reply });
     }
 
-    fn read(&mut self, shard_id: u32, reply: oneshot::Sender<Result<()>>) {
+    fn read(&mut self, shard_id: u32, reply: apply::Callback<()>) {
         self.next_read += 1;
         let ctx = self.next_read.to_le_bytes().to_vec();
         let Some(shard) = self.shard(shard_id) else {
-            let _ = reply.send(Err(Error::NoShard(shard_id)));
+            reply.send(Err(Error::NoShard(shard_id)));
             return;
         };
         if !shard.is_leader() {
             let leader = shard.raw.raft.leader_id;
-            let _ = reply.send(Err(Error::NotLeader {
+            reply.send(Err(Error::NotLeader {
                 shard: shard_id,
                 leader,
             }));
