@@ -797,11 +797,6 @@ impl ReadyLoop {
         let mut readies = Vec::new();
         for i in 0..self.shards.len() {
             let shard = &mut self.shards[i];
-            if shard.commit_unsaved && shard.installing.is_none() {
-                shard.commit_unsaved = false;
-                let hs = shard.raw.raft.hard_state();
-                shard.raw.store().stage_hard_state(&hs, &mut batch);
-            }
             if shard.installing.is_some() || !shard.raw.has_ready() {
                 continue;
             }
@@ -821,12 +816,29 @@ impl ReadyLoop {
             readies.push((i, ready));
         }
         if !batch.is_empty() {
+            self.stage_commit_indices(&mut batch);
             self.wal.write(batch)?;
         }
         for (i, ready) in readies {
             self.finish_ready(i, ready);
         }
         Ok(())
+    }
+
+    /// Commit indices that moved since their last hard state ride along with
+    /// a write that happens anyway: they need no fsync of their own (after a
+    /// restart raft learns the commit index again; the apply loop skips what
+    /// the engine already has).
+    fn stage_commit_indices(&mut self, batch: &mut LogBatch) {
+        for shard in self
+            .shards
+            .iter_mut()
+            .filter(|s| s.commit_unsaved && s.installing.is_none())
+        {
+            shard.commit_unsaved = false;
+            let hs = shard.raw.raft.hard_state();
+            shard.raw.store().stage_hard_state(&hs, batch);
+        }
     }
 
     /// The part of a ready that comes before the WAL write.
