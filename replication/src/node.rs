@@ -480,6 +480,37 @@ fn newest_snapshot(config: &NodeConfig, shard: u32) -> Result<Option<(u64, u64, 
         }))
 }
 
+/// An engine ahead of the raft log (restored by `aerie restore`, or a
+/// snapshot installed just before a crash) starts the log after the snapshot
+/// it came from, which must be in the snapshot directory at exactly that
+/// index: raft then counts from there, and nothing it appends is mistaken for
+/// an entry the engine already has.
+fn bootstrap_from_snapshot(
+    storage: &mut ShardStorage,
+    durable: u64,
+    slot: &SnapshotSlot,
+) -> Result<()> {
+    let last = raft::Storage::last_index(storage)?;
+    if durable <= last {
+        return Ok(());
+    }
+    let newest = lock(&slot.newest).clone();
+    let Some((index, term, _)) = newest.filter(|(index, _, _)| *index == durable) else {
+        return Err(Error::Config(format!(
+            "shard {}: the engine is at index {durable}, past the raft log ({last}), and no \
+             snapshot at that index is in the snapshot directory",
+            storage.shard()
+        )));
+    };
+    let mut snapshot = raft::prelude::Snapshot::default();
+    let metadata = snapshot.mut_metadata();
+    metadata.index = index;
+    metadata.term = term;
+    metadata.mut_conf_state().voters = storage.meta().voters.clone();
+    metadata.mut_conf_state().learners = storage.meta().learners.clone();
+    storage.apply_snapshot(&snapshot)
+}
+
 fn open_shard(
     config: &Arc<NodeConfig>,
     parts: &NodeParts,
@@ -501,7 +532,7 @@ fn open_shard(
     };
     let slot = Arc::new(SnapshotSlot::default());
     *lock(&slot.newest) = newest_snapshot(config, shard)?;
-    let storage = ShardStorage::open(
+    let mut storage = ShardStorage::open(
         shard,
         stream_id(shard),
         parts.wal.clone(),
@@ -511,6 +542,7 @@ fn open_shard(
     )?;
     let log = log_id(shard);
     let durable = parts.engine.durable_applied_index(log);
+    bootstrap_from_snapshot(&mut storage, durable, &slot)?;
     if durable < storage.meta().snapshot_index {
         return Err(Error::Config(format!(
             "shard {shard}: the engine (at {durable}) is behind the log's compaction point ({}); \

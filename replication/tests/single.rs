@@ -104,3 +104,86 @@ fn a_follower_refuses_proposals_and_overload_is_an_error() {
         .read_barrier(0, ReadConsistency::Relaxed, WAIT)
         .unwrap();
 }
+
+#[test]
+fn a_node_starts_from_an_engine_restored_from_its_snapshots() {
+    let source = tempfile::tempdir().unwrap();
+    let net = LocalNetwork::new(3);
+    let mut member = Member::start(1, &[1], source.path(), &net);
+    for shard in 0..SHARDS {
+        leader_of(std::slice::from_ref(&member), shard);
+    }
+    for i in 0..600u32 {
+        let key = i % 16;
+        member
+            .node()
+            .propose_wait(shard_of(key), incr(key, 1), WAIT)
+            .unwrap();
+    }
+    // Wait for every shard's snapshot to cover all of it, then stop.
+    let applied_now: Vec<u64> = (0..SHARDS).map(|s| applied(member.engine(), s)).collect();
+    let snapshots = member.dir.join("snapshots");
+    let covered = || {
+        let catalog = aerie_snapshot::Catalog::list(&snapshots).unwrap();
+        (0..SHARDS).all(|s| {
+            catalog
+                .entries
+                .iter()
+                .any(|e| e.header.shard_id == s && e.header.index >= applied_now[s as usize])
+        })
+    };
+    // A few more writes per shard make the apply loops take snapshots at
+    // the final index.
+    eventually(WAIT, "snapshots", || {
+        if !covered() {
+            for key in 0..16 {
+                member
+                    .node()
+                    .propose_wait(shard_of(key), incr(key, 1), WAIT)
+                    .unwrap();
+            }
+        }
+        covered()
+    });
+    member.stop(&net);
+
+    // What `aerie restore` builds: the newest snapshot of each shard installed
+    // into a fresh engine, the files beside it, and no raft log at all.
+    let restored = tempfile::tempdir().unwrap();
+    let engine = aerie_engine::Engine::open(engine_config(restored.path())).unwrap();
+    let catalog = aerie_snapshot::Catalog::list(&snapshots).unwrap();
+    let target = restored.path().join("snapshots");
+    std::fs::create_dir_all(&target).unwrap();
+    for (_, entries) in catalog.by_shard() {
+        let newest = entries.last().unwrap();
+        let reader = aerie_snapshot::SnapshotReader::open(&newest.path).unwrap();
+        aerie_snapshot::install(&engine, &reader, |_| {}).unwrap();
+        std::fs::copy(&newest.path, target.join(newest.path.file_name().unwrap())).unwrap();
+    }
+    drop(engine);
+    let mut restored_member = Member::start(1, &[1], restored.path(), &net);
+    for shard in 0..SHARDS {
+        leader_of(std::slice::from_ref(&restored_member), shard);
+    }
+    let before: Vec<i64> = (0..16)
+        .map(|k| counter(restored_member.engine(), k))
+        .collect();
+    for key in 0..16u32 {
+        restored_member
+            .node()
+            .propose_wait(shard_of(key), incr(key, 1), WAIT)
+            .unwrap();
+        assert_eq!(
+            counter(restored_member.engine(), key),
+            before[key as usize] + 1,
+            "key {key}"
+        );
+        // Every key had at least its 600 / 16 increments snapshotted.
+        assert!(
+            before[key as usize] >= 600 / 16,
+            "key {key}: {}",
+            before[key as usize]
+        );
+    }
+    restored_member.stop(&net);
+}
