@@ -392,6 +392,14 @@ impl<'a> Field<'a> {
         Ok(())
     }
 
+    /// Decodes the field at the start of `bytes`; returns it and its
+    /// encoded size.
+    pub fn decode_prefix(bytes: &'a [u8]) -> Result<(Field<'a>, usize)> {
+        let mut reader = Reader::new(bytes, 0);
+        let field = Field::read(&mut reader)?;
+        Ok((field, reader.offset()))
+    }
+
     /// Reads one field from `reader`.
     pub(crate) fn read(reader: &mut Reader<'a>) -> Result<Field<'a>> {
         let start = reader.offset();

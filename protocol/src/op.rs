@@ -203,6 +203,14 @@ impl<'a> Op<'a> {
         self.value.encode(out)
     }
 
+    /// Decodes the op at the start of `bytes`; returns it and its encoded
+    /// size.
+    pub fn decode_prefix(bytes: &'a [u8]) -> Result<(Op<'a>, usize)> {
+        let mut reader = Reader::new(bytes, 0);
+        let op = Op::read_from(&mut reader)?;
+        Ok((op, reader.offset()))
+    }
+
     /// Reads one op.
     pub(crate) fn read_from(reader: &mut Reader<'a>) -> Result<Op<'a>> {
         let start = reader.offset();

@@ -101,8 +101,8 @@ impl<'a> ScanRequest<'a> {
             }
             Ok(None)
         })?;
-        if c.key.is_some() {
-            return Err(Error::malformed("scan request", 0, "a key field"));
+        if c.key.is_some() || c.digest.is_some() {
+            return Err(Error::malformed("scan request", 0, "a key or digest field"));
         }
         Ok(ScanRequest {
             header: message.header,
@@ -265,21 +265,12 @@ pub enum ScanResponseItem<'a> {
 }
 
 impl<'a> ScanResponseItem<'a> {
-    /// Reads a response message. A record without a namespace or digest field
-    /// is an error; so is a record message with a non-zero status other than
-    /// NOT_FOUND (which the C client takes as a clean end, reported here as
-    /// `Last`).
+    /// Reads a response message the way the C client does: a partition
+    /// status first; then a non-zero status or info3 LAST ends the stream
+    /// (NOT_FOUND counts as a clean end, as the C client takes it); anything
+    /// else is a record, which needs namespace and digest fields.
     pub fn from_message(message: Message<'a>) -> Result<ScanResponseItem<'a>> {
         let h = message.header;
-        if h.info3.contains(Info3::LAST) || h.result_code == ResultCode::NotFound {
-            return Ok(ScanResponseItem::Last {
-                result_code: if h.result_code == ResultCode::NotFound {
-                    ResultCode::Ok
-                } else {
-                    h.result_code
-                },
-            });
-        }
         if h.info3.contains(Info3::PARTITION_DONE) {
             let partition_id = u16::try_from(h.generation)
                 .ok()
@@ -294,13 +285,12 @@ impl<'a> ScanResponseItem<'a> {
                 result_code: h.result_code,
             });
         }
-        if h.result_code != ResultCode::Ok {
-            return Err(Error::Malformed {
-                what: "scan record",
-                offset: 5,
-                reason: "non-zero status without LAST",
-                code: h.result_code,
-            });
+        if h.info3.contains(Info3::LAST) || h.result_code != ResultCode::Ok {
+            let result_code = match h.result_code {
+                ResultCode::NotFound => ResultCode::Ok,
+                other => other,
+            };
+            return Ok(ScanResponseItem::Last { result_code });
         }
         let c = CommonFields::split(message.fields, |f| Ok(Some(f)))?;
         let record = ScanRecordHeader {
