@@ -111,4 +111,4 @@ pub use request::{
     RecordCommand, RecordRequest, Request, Ttl, encode_error_response, encode_record_response,
 };
 pub use result::ResultCode;
-pub use scan::{ScanRecordHeader, ScanRequest, ScanResponseItem};
+pub use scan::{IndexFilter, ScanRecordHeader, ScanRequest, ScanResponseItem};

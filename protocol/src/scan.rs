@@ -172,6 +172,77 @@ impl<'a> ScanRequest<'a> {
     }
 }
 
+/// Size of a secondary-index filter's fixed parts: count, name length,
+/// particle type and the two u32 lengths.
+const INDEX_FILTER_FIXED_SIZE_BYTES: usize = 1 + 1 + 1 + 4 + 4;
+
+/// A secondary-index filter (field 22, INDEX_RANGE, spec §9.4):
+/// `count (1) | name_len | bin name | particle type | u32 begin_len | begin | u32 end_len | end`.
+/// Clients always send one filter; an equality filter has begin = end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexFilter<'a> {
+    /// The indexed bin.
+    pub bin_name: &'a [u8],
+    /// 1 integer, 3 string, 4 blob, 23 geojson.
+    pub particle_type: u8,
+    /// Range start (integers: 8 bytes big-endian).
+    pub begin: &'a [u8],
+    /// Range end.
+    pub end: &'a [u8],
+}
+
+impl<'a> IndexFilter<'a> {
+    /// Decodes field 22's data (exactly one filter).
+    pub fn decode(data: &'a [u8]) -> Result<IndexFilter<'a>> {
+        let mut r = crate::wire::Reader::new(data, 0);
+        let count = r.u8("index filter count")?;
+        if count != 1 {
+            return Err(Error::malformed("index filter", 0, "filter count is not 1"));
+        }
+        let name_len = usize::from(r.u8("index filter name length")?);
+        let bin_name = r.bytes(name_len, "index filter bin name")?;
+        let particle_type = r.u8("index filter particle type")?;
+        let begin_len = r.u32_be("index filter begin length")? as usize;
+        let begin = r.bytes(begin_len, "index filter begin")?;
+        let end_len = r.u32_be("index filter end length")? as usize;
+        let end = r.bytes(end_len, "index filter end")?;
+        if !r.is_empty() {
+            return Err(Error::malformed(
+                "index filter",
+                r.offset(),
+                "bytes after the filter",
+            ));
+        }
+        Ok(IndexFilter {
+            bin_name,
+            particle_type,
+            begin,
+            end,
+        })
+    }
+
+    /// Size of the encoded field data.
+    pub fn encoded_len(&self) -> usize {
+        INDEX_FILTER_FIXED_SIZE_BYTES + self.bin_name.len() + self.begin.len() + self.end.len()
+    }
+
+    /// Appends field 22's data.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
+        out.push(1);
+        out.push(crate::wire::len_u8(
+            self.bin_name.len(),
+            "index filter bin name",
+        )?);
+        out.extend_from_slice(self.bin_name);
+        out.push(self.particle_type);
+        for part in [self.begin, self.end] {
+            out.extend_from_slice(&crate::wire::len_u32(part.len(), "index filter")?.to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        Ok(())
+    }
+}
+
 /// The metadata of one scan record message.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScanRecordHeader<'a> {
@@ -435,6 +506,27 @@ mod tests {
         let m = Message::decode(&body[..body.len() - 44]).unwrap();
         let types: Vec<u8> = m.fields.iter().map(Field::field_type).collect();
         assert_eq!(types, vec![0, 4, 1, 2]);
+    }
+
+    #[test]
+    fn index_filters() {
+        let eq = 42i64.to_be_bytes();
+        let f = IndexFilter {
+            bin_name: b"age",
+            particle_type: 1,
+            begin: &eq,
+            end: &eq,
+        };
+        let mut out = Vec::new();
+        f.encode(&mut out).unwrap();
+        assert_eq!(out.len(), f.encoded_len());
+        assert_eq!(&out[..6], &[1, 3, b'a', b'g', b'e', 1]);
+        assert_eq!(IndexFilter::decode(&out).unwrap(), f);
+        for cut in 0..out.len() {
+            assert!(IndexFilter::decode(&out[..cut]).is_err());
+        }
+        out[0] = 2;
+        assert!(IndexFilter::decode(&out).is_err());
     }
 
     #[test]

@@ -13,8 +13,8 @@ use aerie_protocol::info::{
 use aerie_protocol::message::{MessageIter, encode_last};
 use aerie_protocol::scan::{ScanRecordHeader, encode_partition_done, encode_scan_record};
 use aerie_protocol::{
-    BatchResponseItem, Field, Message, Op, Request, ResultCode, ScanResponseItem, UserKey, Value,
-    compress, compute_digest, partition_id,
+    BatchResponseItem, Field, IndexFilter, Message, Op, Request, ResultCode, ScanResponseItem,
+    UserKey, Value, compress, compute_digest, partition_id,
 };
 use common::*;
 use proptest::prelude::*;
@@ -219,6 +219,14 @@ proptest! {
         let text = base64_encode(&data);
         prop_assert_eq!(text.len(), data.len().div_ceil(3) * 4);
         prop_assert_eq!(base64_decode(&text).unwrap(), data);
+    }
+
+    #[test]
+    fn index_filters(name in bytes(20), particle in any::<u8>(), begin in bytes(20), end in bytes(20)) {
+        let f = IndexFilter { bin_name: &name, particle_type: particle, begin: &begin, end: &end };
+        let data = encode(|out| f.encode(out));
+        prop_assert_eq!(data.len(), f.encoded_len());
+        prop_assert_eq!(IndexFilter::decode(&data).unwrap(), f);
     }
 
     #[test]

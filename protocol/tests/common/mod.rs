@@ -615,6 +615,9 @@ pub fn decode_everything(bytes: &[u8]) {
     {
         assert_eq!(encode(|out| value.encode(out)), rest);
     }
+    if let Ok(filter) = aerie_protocol::IndexFilter::decode(bytes) {
+        assert_eq!(encode(|out| filter.encode(out)), bytes);
+    }
     if let Ok(key) = UserKey::decode(bytes, 0) {
         let mut out = Vec::new();
         key.encode(&mut out);
