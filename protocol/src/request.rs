@@ -381,10 +381,12 @@ pub fn encode_record_response(
     })
 }
 
-/// Appends an error answer that every request kind accepts: one message with
-/// the status and info3 LAST (single-record clients read the status; batch
-/// and scan clients take LAST with a non-zero status as the whole call's
-/// error).
+/// Appends an error answer for a request that could not be decoded (so its
+/// kind is unknown): one message with the status and info3 LAST. Batch and
+/// scan clients take LAST with a non-zero status as the whole call's error;
+/// single-record clients read only the status (the real server's
+/// single-record error has info3 0: once the kind is known, answer with
+/// [`encode_record_response`] instead).
 pub fn encode_error_response(out: &mut Vec<u8>, result_code: ResultCode) -> Result<()> {
     write_frame(out, MessageType::AsMsg, |out| {
         encode_last(out, result_code);
