@@ -1,9 +1,9 @@
 //! The `aerie` binary's library: the data directory layout and the commands
-//! (`aerie wal`, `aerie snapshot`, `aerie restore`). The node arrives with the
-//! node issue.
+//! (`aerie node`, `aerie wal`, `aerie snapshot`, `aerie restore`).
 
 pub mod datadir;
 pub mod error;
+pub mod node;
 pub mod progress;
 pub mod restore;
 pub mod snapshot_cmd;

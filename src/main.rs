@@ -17,6 +17,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a node: the Aerospike wire protocol on 127.0.0.1:3000 with an
+    /// embedded default config (data in ./aerie-data, namespace `test`).
+    Node {
+        /// TOML settings (see --print-default-config); environment variables
+        /// AERIE_DATA_DIR, AERIE_NODE_ID, AERIE_ADDRESS, AERIE_PORT and
+        /// AERIE_FSYNC override it.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        /// Print every setting with its default and exit.
+        #[arg(long)]
+        print_default_config: bool,
+    },
     /// Inspect a write-ahead log directory (read-only).
     Wal {
         #[command(subcommand)]
@@ -44,6 +56,20 @@ fn exit_code(result: aerie::error::Result<()>) -> ExitCode {
     }
 }
 
+fn run_node(config: Option<&std::path::Path>, print_default: bool) -> ExitCode {
+    if print_default {
+        print!("{}", aerie::node::config::default_config_text());
+        return ExitCode::SUCCESS;
+    }
+    match aerie::node::config::NodeFileConfig::load(config) {
+        Ok(config) => exit_code(aerie::node::run(config)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -53,6 +79,10 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Node {
+            config,
+            print_default_config,
+        } => run_node(config.as_deref(), print_default_config),
         Command::Wal { command } => wal_cmd::run(command),
         Command::Snapshot { command } => exit_code(snapshot_cmd::run(command)),
         Command::Restore(args) => exit_code(restore::run(args)),

@@ -83,6 +83,8 @@ pub enum ApplyTask {
     Entries(Vec<Entry>),
     /// Answered once everything handed before it is applied.
     Barrier(SyncSender<()>),
+    /// Take a snapshot now if one is wanted (no entries needed).
+    CheckSnapshot,
 }
 
 /// When to take snapshots.
@@ -139,6 +141,7 @@ pub fn run(ctx: ApplyContext, tasks: Receiver<ApplyTask>) {
             ApplyTask::Barrier(done) => {
                 let _ = done.send(());
             }
+            ApplyTask::CheckSnapshot => maybe_snapshot(&ctx, &mut progress),
             ApplyTask::Entries(entries) => {
                 if let Err(e) = apply_entries(&ctx, &entries, &mut progress) {
                     tracing::error!(shard = ctx.shard, error = %e, "apply loop stopped");

@@ -132,6 +132,7 @@ enum Input {
         result: Result<PathBuf>,
     },
     Campaign(u32),
+    SnapshotNow,
     Stop,
 }
 
@@ -400,6 +401,11 @@ impl Node {
             let _ = reply.send(result);
         })?;
         wait(&done, timeout, shard)?
+    }
+
+    /// Asks every shard for a snapshot now (written in the background).
+    pub fn request_snapshots(&self) {
+        let _ = self.send(Input::SnapshotNow);
     }
 
     /// Starts an election for `shard` on this node.
@@ -735,6 +741,12 @@ impl ReadyLoop {
                 }
             }
             Input::Installed { shard, result } => self.installed(shard, result),
+            Input::SnapshotNow => {
+                for shard in &self.shards {
+                    shard.snapshots.wanted.store(true, Ordering::SeqCst);
+                    let _ = shard.apply.try_send(ApplyTask::CheckSnapshot);
+                }
+            }
             Input::Campaign(shard) => {
                 if let Some(shard) = self.shard(shard) {
                     let _ = shard.raw.campaign();

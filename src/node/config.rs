@@ -1,0 +1,268 @@
+//! `aerie node`'s settings: a TOML file (every setting has a default, so an
+//! empty file or none at all runs a laptop node), then environment overrides
+//! for the common ones. `aerie node --print-default-config` prints the
+//! defaults with their units.
+
+use std::path::PathBuf;
+
+use aerie_engine::NamespaceConfig;
+use aerie_wal::{FsyncPolicy, IoBackend};
+use serde::{Deserialize, Serialize};
+
+/// Environment variables that override the file.
+pub const ENV_OVERRIDES: [(&str, &str); 5] = [
+    ("AERIE_DATA_DIR", "node.data_dir"),
+    ("AERIE_NODE_ID", "node.node_id"),
+    ("AERIE_ADDRESS", "service.address"),
+    ("AERIE_PORT", "service.port"),
+    ("AERIE_FSYNC", "wal.fsync"),
+];
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeFileConfig {
+    /// Identity and data.
+    pub node: NodeSection,
+    /// The Aerospike service port.
+    pub service: ServiceSection,
+    /// The write-ahead log.
+    pub wal: WalSection,
+    /// Raft.
+    pub raft: RaftSection,
+    /// Namespaces (as Aerospike ships: one, `test`).
+    pub namespaces: Vec<NamespaceConfig>,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// Non-zero; the node name clients see is its uppercase hex.
+    pub node_id: u64,
+    /// Cluster name (1..=63 bytes).
+    pub cluster_name: String,
+    /// Where everything is stored.
+    pub data_dir: PathBuf,
+    /// Shards the 4096 partitions are split into (fixed at first start).
+    pub shards: u32,
+}
+
+/// `[service]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceSection {
+    /// Listen address.
+    pub address: String,
+    /// Listen port.
+    pub port: u16,
+    /// Largest message accepted, bytes.
+    pub max_message_bytes: u64,
+    /// A connection idle this long is closed, ms.
+    pub idle_timeout_ms: u64,
+    /// Connections beyond this are refused.
+    pub max_connections: usize,
+}
+
+/// `[wal]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalSection {
+    /// `always`, `never`, or `interval_ms:N`.
+    pub fsync: String,
+    /// `auto`, `uring` or `sync`.
+    pub io_backend: String,
+    /// Size of each segment file, bytes.
+    pub segment_size_bytes: u64,
+    /// Keep sealed segments in `<data_dir>/wal-archive` (for point-in-time
+    /// recovery) instead of deleting them.
+    pub archive: bool,
+}
+
+/// `[raft]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftSection {
+    /// One raft tick, ms.
+    pub tick_interval_ms: u64,
+    /// Snapshot a shard every this many applied entries (0 = never).
+    pub snapshot_every_entries: u64,
+    /// Snapshot a shard every this many ms (0 = never).
+    pub snapshot_every_ms: u64,
+    /// Snapshots kept per shard.
+    pub snapshots_kept: usize,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            node_id: 1,
+            cluster_name: "aerie".into(),
+            data_dir: PathBuf::from("./aerie-data"),
+            shards: 8,
+        }
+    }
+}
+
+impl Default for ServiceSection {
+    fn default() -> Self {
+        ServiceSection {
+            address: "127.0.0.1".into(),
+            port: 3000,
+            max_message_bytes: 128 << 20,
+            idle_timeout_ms: 60_000,
+            max_connections: 1024,
+        }
+    }
+}
+
+impl Default for WalSection {
+    fn default() -> Self {
+        WalSection {
+            fsync: "always".into(),
+            io_backend: "auto".into(),
+            segment_size_bytes: 64 << 20,
+            archive: false,
+        }
+    }
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        RaftSection {
+            tick_interval_ms: 100,
+            snapshot_every_entries: 100_000,
+            snapshot_every_ms: 0,
+            snapshots_kept: 2,
+        }
+    }
+}
+
+impl Default for NodeFileConfig {
+    fn default() -> Self {
+        NodeFileConfig {
+            node: NodeSection::default(),
+            service: ServiceSection::default(),
+            wal: WalSection::default(),
+            raft: RaftSection::default(),
+            namespaces: vec![NamespaceConfig::default()],
+        }
+    }
+}
+
+/// The default file, commented.
+pub fn default_config_text() -> String {
+    let body = toml::to_string_pretty(&NodeFileConfig::default()).unwrap_or_default();
+    format!(
+        "# aerie node configuration: every setting with its default.\n\
+         # Units are in the names (_ms, _bytes, _pct, _secs). Environment overrides:\n{}\n\n{body}",
+        ENV_OVERRIDES
+            .iter()
+            .map(|(var, key)| format!("#   {var} -> {key}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
+impl NodeFileConfig {
+    /// Reads `path` (or the defaults), then applies the environment.
+    pub fn load(path: Option<&std::path::Path>) -> Result<NodeFileConfig, String> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => NodeFileConfig::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+        let parse = |name: &str, value: &str| format!("{name}={value:?} is not valid");
+        if let Some(v) = var("AERIE_DATA_DIR") {
+            self.node.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("AERIE_NODE_ID") {
+            self.node.node_id = v.parse().map_err(|_| parse("AERIE_NODE_ID", &v))?;
+        }
+        if let Some(v) = var("AERIE_ADDRESS") {
+            self.service.address = v;
+        }
+        if let Some(v) = var("AERIE_PORT") {
+            self.service.port = v.parse().map_err(|_| parse("AERIE_PORT", &v))?;
+        }
+        if let Some(v) = var("AERIE_FSYNC") {
+            self.wal.fsync = v;
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.node.node_id == 0 {
+            return Err("node.node_id must not be 0".into());
+        }
+        if self.namespaces.is_empty() {
+            return Err("at least one [[namespaces]] is needed".into());
+        }
+        self.fsync()?;
+        self.io_backend()?;
+        Ok(())
+    }
+
+    /// The WAL fsync policy.
+    pub fn fsync(&self) -> Result<FsyncPolicy, String> {
+        match self.wal.fsync.as_str() {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            other => other
+                .strip_prefix("interval_ms:")
+                .and_then(|ms| ms.parse().ok())
+                .map(FsyncPolicy::IntervalMs)
+                .ok_or_else(|| format!("wal.fsync {other:?}: use always, never or interval_ms:N")),
+        }
+    }
+
+    /// The WAL I/O backend.
+    pub fn io_backend(&self) -> Result<IoBackend, String> {
+        match self.wal.io_backend.as_str() {
+            "auto" => Ok(IoBackend::Auto),
+            "uring" => Ok(IoBackend::Uring),
+            "sync" => Ok(IoBackend::Sync),
+            other => Err(format!("wal.io_backend {other:?}: use auto, uring or sync")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_printed_default_parses_back_to_the_default() {
+        let text = default_config_text();
+        let parsed: NodeFileConfig = toml::from_str(&text).unwrap();
+        assert_eq!(parsed, NodeFileConfig::default());
+        let empty: NodeFileConfig = toml::from_str("").unwrap();
+        assert_eq!(empty, NodeFileConfig::default());
+    }
+
+    #[test]
+    fn environment_overrides_and_bad_values_are_named() {
+        let mut config = NodeFileConfig::default();
+        let env = |name: &str| match name {
+            "AERIE_PORT" => Some("3100".to_string()),
+            "AERIE_FSYNC" => Some("interval_ms:5".to_string()),
+            _ => None,
+        };
+        config.apply_env(env).unwrap();
+        assert_eq!(config.service.port, 3100);
+        assert_eq!(config.fsync(), Ok(FsyncPolicy::IntervalMs(5)));
+        let bad = |name: &str| (name == "AERIE_PORT").then(|| "lots".to_string());
+        let err = NodeFileConfig::default().apply_env(bad).unwrap_err();
+        assert!(err.contains("AERIE_PORT"), "{err}");
+        assert!(toml::from_str::<NodeFileConfig>("[node]\nbogus = 1").is_err());
+    }
+}

@@ -1,0 +1,143 @@
+//! Between the wire (`aerie_protocol`) and the engine (`aerie_engine`):
+//! values, keys, ops, policies, and errors to result codes.
+
+use aerie_engine::{self as engine, Bin, ExistsPolicy, GenerationPolicy, Key, Ttl};
+use aerie_protocol::particle::{BlobType, GeoJson, UserKey, Value};
+use aerie_protocol::request::{self, RecordRequest};
+use aerie_protocol::{Op, OpType, ResultCode};
+
+/// A wire value as an engine value (`None`: a particle the engine does not
+/// store, answered with PARAMETER).
+pub fn value_in(value: &Value<'_>) -> engine::Value {
+    match value {
+        Value::Nil => engine::Value::Nil,
+        Value::Int(i) => engine::Value::Int(*i),
+        Value::Float(f) => engine::Value::Float(*f),
+        Value::String(s) => engine::Value::String(s.to_vec()),
+        Value::Blob(kind, bytes) => engine::Value::Blob {
+            particle: kind.to_u8(),
+            bytes: bytes.to_vec(),
+        },
+        Value::Bool(b) => engine::Value::Bool(*b),
+        Value::Hll(b) => engine::Value::Hll(b.to_vec()),
+        Value::Map(b) => engine::Value::Map(b.to_vec()),
+        Value::List(b) => engine::Value::List(b.to_vec()),
+        Value::GeoJson(g) => engine::Value::GeoJson(g.json.to_vec()),
+    }
+}
+
+/// An engine value as a wire value (borrowing it).
+pub fn value_out(value: &engine::Value) -> Value<'_> {
+    match value {
+        engine::Value::Nil => Value::Nil,
+        engine::Value::Int(i) => Value::Int(*i),
+        engine::Value::Float(f) => Value::Float(*f),
+        engine::Value::String(s) => Value::String(s),
+        engine::Value::Blob { particle, bytes } => Value::Blob(
+            BlobType::from_u8(*particle).unwrap_or(BlobType::Generic),
+            bytes,
+        ),
+        engine::Value::Bool(b) => Value::Bool(*b),
+        engine::Value::Hll(b) => Value::Hll(b),
+        engine::Value::Map(b) => Value::Map(b),
+        engine::Value::List(b) => Value::List(b),
+        engine::Value::GeoJson(b) => Value::GeoJson(GeoJson::new(b)),
+    }
+}
+
+/// The user key to store.
+pub fn key_in(key: &UserKey<'_>) -> Key {
+    match key {
+        UserKey::Int(i) => Key::Int(*i),
+        UserKey::Float(f) => Key::Float(*f),
+        UserKey::String(s) => Key::String(s.to_vec()),
+        UserKey::Blob(kind, bytes) => Key::Blob {
+            particle: kind.to_u8(),
+            bytes: bytes.to_vec(),
+        },
+    }
+}
+
+/// The write header of a request.
+pub fn write_in(req: &RecordRequest<'_>) -> Result<engine::Write, ResultCode> {
+    let ttl = match req.ttl().map_err(|_| ResultCode::Parameter)? {
+        request::Ttl::NamespaceDefault => Ttl::NamespaceDefault,
+        request::Ttl::NeverExpire => Ttl::NeverExpire,
+        request::Ttl::DontUpdate => Ttl::KeepCurrent,
+        request::Ttl::Seconds(s) => Ttl::Seconds(s),
+    };
+    Ok(engine::Write {
+        namespace: req.namespace.to_string(),
+        digest: req.digest,
+        set: req.set_name().to_string(),
+        key: req.key.as_ref().map(key_in),
+        exists: match req.exists_policy() {
+            request::ExistsPolicy::Update => ExistsPolicy::Update,
+            request::ExistsPolicy::UpdateOnly => ExistsPolicy::UpdateOnly,
+            request::ExistsPolicy::CreateOrReplace => ExistsPolicy::Replace,
+            request::ExistsPolicy::ReplaceOnly => ExistsPolicy::ReplaceOnly,
+            request::ExistsPolicy::CreateOnly => ExistsPolicy::CreateOnly,
+        },
+        generation: generation_in(req.generation_policy()),
+        ttl,
+    })
+}
+
+/// The generation check (the wire's u32, the engine's u16: clients keep 16
+/// bits).
+pub fn generation_in(policy: request::GenerationPolicy) -> GenerationPolicy {
+    match policy {
+        request::GenerationPolicy::None => GenerationPolicy::None,
+        request::GenerationPolicy::Equal(g) => GenerationPolicy::Equal(g as u16),
+        request::GenerationPolicy::Greater(g) => GenerationPolicy::Greater(g as u16),
+    }
+}
+
+/// One wire op of a write request as an engine op. `get_all` turns a read with
+/// an empty name into "all bins now" (spec §7.2).
+pub fn op_in(op: &Op<'_>, get_all: bool) -> Result<engine::Op, ResultCode> {
+    let bin = || Bin::new(op.name, value_in(&op.value));
+    Ok(match op.op_type {
+        OpType::Read if op.name.is_empty() && get_all => engine::Op::ReadAll,
+        OpType::Read => engine::Op::Read(op.name.to_string()),
+        OpType::Write => engine::Op::Write(bin()),
+        OpType::Incr => engine::Op::Incr(bin()),
+        OpType::Append => engine::Op::Append(bin()),
+        OpType::Prepend => engine::Op::Prepend(bin()),
+        OpType::Touch => engine::Op::Touch,
+        OpType::Delete => engine::Op::DeleteRecord,
+        _ => return Err(ResultCode::UnsupportedFeature),
+    })
+}
+
+/// The result code of an engine error.
+pub fn engine_code(error: &engine::Error) -> ResultCode {
+    use engine::Error as E;
+    match error {
+        E::NotFound => ResultCode::NotFound,
+        E::RecordExists => ResultCode::RecordExists,
+        E::GenerationMismatch => ResultCode::Generation,
+        E::BinTypeMismatch => ResultCode::IncompatibleType,
+        E::RecordTooBig { .. } => ResultCode::RecordTooBig,
+        E::Parameter(_) | E::IndexNotAfterApplied { .. } => ResultCode::Parameter,
+        E::StopWrites(_) => ResultCode::OutOfSpace,
+        E::NamespaceNotFound(_) => ResultCode::Namespace,
+        E::BinNameTooLong(_) => ResultCode::BinName,
+        E::KeyMismatch => ResultCode::KeyMismatch,
+        _ => ResultCode::ServerError,
+    }
+}
+
+/// The result code of a replication error. Retriable conditions use the
+/// codes clients retry on (§7.5); an outcome that is unknown answers TIMEOUT,
+/// which clients report as "in doubt" for writes.
+pub fn replication_code(error: &aerie_replication::Error) -> ResultCode {
+    use aerie_replication::Error as E;
+    match error {
+        E::Engine(e) => engine_code(e),
+        E::NotLeader { .. } | E::Dropped(_) | E::NoShard(_) => ResultCode::Unavailable,
+        E::InDoubt(_) | E::Timeout(_) => ResultCode::Timeout,
+        E::Overloaded { .. } => ResultCode::DeviceOverload,
+        _ => ResultCode::ServerError,
+    }
+}

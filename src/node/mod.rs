@@ -1,0 +1,195 @@
+//! `aerie node`: opens (or creates) the data directory, the WAL, the engine
+//! and the shards, serves the Aerospike wire protocol, and on SIGTERM or
+//! SIGINT stops accepting, finishes the requests in flight, checkpoints the
+//! engine, syncs and exits 0. After a SIGKILL the next start recovers on its
+//! own (WAL replay past the engine's last checkpoint).
+
+pub mod config;
+mod convert;
+mod handler;
+mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aerie_engine::{Engine, EngineConfig};
+use aerie_protocol::Limits;
+use aerie_replication::transport::LocalNetwork;
+use aerie_replication::{Node, NodeConfig, NodeParts, SnapshotPolicy};
+use aerie_snapshot::WriteOptions;
+use aerie_wal::{Wal, WalConfig};
+
+use crate::datadir::{ClusterMeta, DataDir};
+use crate::error::{Error, Result};
+use config::NodeFileConfig;
+use handler::{Counters, Server};
+
+/// Opens the data directory, creating it from the settings on first start.
+/// Later starts keep the cluster name, node id and shard count it recorded.
+fn open_data_dir(config: &NodeFileConfig) -> Result<DataDir> {
+    let root = &config.node.data_dir;
+    if root.join(crate::datadir::CLUSTER_FILE).exists() {
+        let dd = DataDir::open(root)?;
+        for ns in &config.namespaces {
+            if !dd.meta().namespaces.iter().any(|n| n.name == ns.name) {
+                return Err(Error::Refused(format!(
+                    "namespace {} is configured but {} was created without it",
+                    ns.name,
+                    root.display()
+                )));
+            }
+        }
+        return Ok(dd);
+    }
+    let meta = ClusterMeta {
+        cluster_name: config.node.cluster_name.clone(),
+        node_id: config.node.node_id,
+        shards: config.node.shards,
+        namespaces: config.namespaces.clone(),
+    };
+    Ok(DataDir::create(root, meta)?)
+}
+
+fn open_wal(config: &NodeFileConfig, dd: &DataDir) -> Result<Wal> {
+    let mut wal = WalConfig::new(dd.wal_dir());
+    wal.segment_size_bytes = config.wal.segment_size_bytes;
+    wal.fsync = config.fsync().map_err(Error::Refused)?;
+    wal.io_backend = config.io_backend().map_err(Error::Refused)?;
+    if config.wal.archive {
+        wal.archive_dir = Some(dd.wal_archive_dir());
+    }
+    Ok(Wal::open(wal)?)
+}
+
+fn node_config(config: &NodeFileConfig, dd: &DataDir) -> NodeConfig {
+    let meta = dd.meta();
+    let mut node = NodeConfig::new(meta.node_id, vec![meta.node_id], dd.root());
+    node.cluster_name = meta.cluster_name.clone();
+    node.shards = meta.shards;
+    node.tick_interval_ms = config.raft.tick_interval_ms;
+    node.snapshot = SnapshotPolicy {
+        every_entries: config.raft.snapshot_every_entries,
+        every_ms: config.raft.snapshot_every_ms,
+        keep: config.raft.snapshots_kept,
+        options: WriteOptions::default(),
+    };
+    node
+}
+
+/// Runs a node until SIGTERM or SIGINT.
+pub fn run(config: NodeFileConfig) -> Result<()> {
+    let dd = open_data_dir(&config)?;
+    let _lock = dd.lock()?;
+    let wal = Arc::new(open_wal(&config, &dd)?);
+    let engine = Arc::new(Engine::open(EngineConfig {
+        dir: dd.engine_dir(),
+        namespaces: config.namespaces.clone(),
+        ..EngineConfig::default()
+    })?);
+    let net = LocalNetwork::new(dd.meta().node_id);
+    let parts = NodeParts {
+        wal: wal.clone(),
+        engine: engine.clone(),
+        transport: net.clone(),
+    };
+    let (node, deliver) =
+        Node::open(node_config(&config, &dd), parts).map_err(|e| Error::Refused(e.to_string()))?;
+    net.register(dd.meta().node_id, deliver);
+    let node = Arc::new(node);
+    let server = Arc::new(Server {
+        engine: engine.clone(),
+        node: node.clone(),
+        map: dd.shard_map(),
+        limits: Limits {
+            max_message_size_bytes: config.service.max_message_bytes,
+            ..Limits::default()
+        },
+        node_id: dd.meta().node_id,
+        cluster_name: dd.meta().cluster_name.clone(),
+        service_address: config.service.address.clone(),
+        service_port: config.service.port,
+        namespaces: config.namespaces.iter().map(|n| n.name.clone()).collect(),
+        counters: Counters::default(),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io {
+            path: dd.root().to_path_buf(),
+            source: e,
+        })?;
+    runtime.block_on(serve_until_signal(&config, &dd, &wal, server))?;
+    drop(runtime);
+    shutdown(node, engine, wal)
+}
+
+async fn serve_until_signal(
+    config: &NodeFileConfig,
+    dd: &DataDir,
+    wal: &Wal,
+    server: Arc<Server>,
+) -> Result<()> {
+    let address = format!("{}:{}", config.service.address, config.service.port);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|e| Error::Refused(format!("cannot listen on {address}: {e}")))?;
+    tracing::info!(
+        data_dir = %dd.root().display(),
+        service = %address,
+        io_backend = ?wal.io_backend(),
+        fsync = %config.wal.fsync,
+        shards = dd.meta().shards,
+        namespaces = ?server.namespaces,
+        "aerie node {} serving",
+        aerie_protocol::info::node_name(dd.meta().node_id)
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let idle = Duration::from_millis(config.service.idle_timeout_ms.max(1));
+    let serving = tokio::spawn(service::serve(
+        listener,
+        server,
+        config.service.max_connections,
+        idle,
+        stopped,
+    ));
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing requests in flight");
+    let _ = stop.send(true);
+    let _ = serving.await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Stops the shards, checkpoints the engine (its index file makes the next
+/// start fast) and closes the WAL.
+fn shutdown(node: Arc<Node>, engine: Arc<Engine>, wal: Arc<Wal>) -> Result<()> {
+    match Arc::try_unwrap(node) {
+        Ok(node) => node.stop(),
+        Err(_) => tracing::warn!("the shards were still referenced at shutdown"),
+    }
+    engine.checkpoint()?;
+    drop(engine);
+    match Arc::try_unwrap(wal) {
+        Ok(wal) => wal.close()?,
+        Err(_) => tracing::warn!("the WAL was still referenced at shutdown"),
+    }
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! A real `aerie node` process on 127.0.0.1, for end-to-end tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A node process on a free loopback port; killed when dropped.
+pub struct NodeProcess {
+    pub child: Child,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+impl NodeProcess {
+    /// Starts `aerie node` on `data_dir` (the embedded default config, with
+    /// the data dir and port overridden) and waits until it accepts.
+    pub fn start(data_dir: &Path) -> NodeProcess {
+        Self::start_on(data_dir, free_port())
+    }
+
+    pub fn start_on(data_dir: &Path, port: u16) -> NodeProcess {
+        let log = data_dir.with_extension(format!("{port}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_aerie"))
+            .arg("node")
+            .env("AERIE_DATA_DIR", data_dir)
+            .env("AERIE_PORT", port.to_string())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let node = NodeProcess {
+            child,
+            port,
+            data_dir: data_dir.to_path_buf(),
+            log,
+        };
+        node.wait_ready();
+        node
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "node did not start: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits; returns the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        // SAFETY: `kill` has no memory-safety preconditions; the pid is our
+        // own child's, not yet waited for.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        status.code()
+    }
+
+    /// SIGKILL, then waits.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
