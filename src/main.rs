@@ -1,6 +1,6 @@
 //! The `aerie` binary: one command line over the library's commands.
 
-use aerie::{restore, snapshot_cmd, wal_cmd};
+use aerie::{bench, info_cmd, restore, snapshot_cmd, wal_cmd};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -29,6 +29,17 @@ enum Command {
         #[arg(long)]
         print_default_config: bool,
     },
+    /// Ask a node info names, like asinfo (`aerie info namespaces`).
+    Info {
+        /// The node.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        host: String,
+        /// Info names (default: node, build, namespaces, statistics).
+        names: Vec<String>,
+    },
+    /// Load generator: YCSB A/B/C or inserts over N connections, HDR latency
+    /// percentiles per operation.
+    Bench(bench::BenchArgs),
     /// Inspect a write-ahead log directory (read-only).
     Wal {
         #[command(subcommand)]
@@ -83,6 +94,23 @@ fn main() -> ExitCode {
             config,
             print_default_config,
         } => run_node(config.as_deref(), print_default_config),
+        Command::Info { host, names } => {
+            let names = if names.is_empty() {
+                ["node", "build", "namespaces", "statistics"]
+                    .map(String::from)
+                    .to_vec()
+            } else {
+                names
+            };
+            exit_code(info_cmd::run(&host, &names))
+        }
+        Command::Bench(args) => match bench::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Wal { command } => wal_cmd::run(command),
         Command::Snapshot { command } => exit_code(snapshot_cmd::run(command)),
         Command::Restore(args) => exit_code(restore::run(args)),

@@ -17,12 +17,17 @@ use crate::progress::Progress;
 
 #[derive(Subcommand)]
 pub enum SnapshotCommand {
-    /// Snapshot every shard of a stopped node's data directory, each at the
-    /// engine's durable applied index (what the node would restart from).
+    /// Snapshot every shard: of a stopped node's data directory (each at the
+    /// engine's durable applied index, what the node would restart from), or
+    /// of a running node (`--host`: the node writes them into its own
+    /// snapshot directory in the background).
     Create {
         /// The node's data directory (the node must be stopped).
+        #[arg(long, required_unless_present = "host", conflicts_with = "host")]
+        data_dir: Option<PathBuf>,
+        /// A running node (`host:port`).
         #[arg(long)]
-        data_dir: PathBuf,
+        host: Option<String>,
         /// Where to write the files (default: `<data-dir>/snapshots`).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -47,12 +52,28 @@ pub enum SnapshotCommand {
 pub fn run(command: SnapshotCommand) -> Result<()> {
     match command {
         SnapshotCommand::Create {
-            data_dir,
+            data_dir: Some(data_dir),
             out,
             zstd_level,
+            ..
         } => create(&data_dir, out, zstd_level).map(|_| ()),
+        SnapshotCommand::Create { host, .. } => {
+            trigger_online(host.as_deref().unwrap_or("127.0.0.1:3000"))
+        }
         SnapshotCommand::List { dir } => list(&dir),
         SnapshotCommand::Verify { files } => verify_all(&files),
+    }
+}
+
+/// Asks a running node for a snapshot of every shard (info `snapshot`).
+fn trigger_online(host: &str) -> Result<()> {
+    let answer = crate::info_cmd::ask(host, &["snapshot"])?;
+    match answer.first() {
+        Some((_, value)) if value == "ok" => {
+            println!("{host}: snapshot of every shard started");
+            Ok(())
+        }
+        other => Err(Error::Refused(format!("{host} answered {other:?}"))),
     }
 }
 
