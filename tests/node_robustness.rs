@@ -114,7 +114,10 @@ async fn malformed_input_is_answered_or_closed_and_the_node_keeps_serving() {
             "key of unknown particle",
             message(3, &[ns.clone(), digest.clone(), (2, vec![99, 1, 2])], &[]),
         ),
-        ("no namespace", message(3, &[digest.clone()], &[])),
+        (
+            "no namespace",
+            message(3, std::slice::from_ref(&digest), &[]),
+        ),
         ("unknown message type", frame(7, b"x")),
         ("counts past the body", {
             let mut f = message(3, &[ns.clone(), digest.clone()], &[]);
