@@ -190,6 +190,23 @@ async fn tools_and_an_online_snapshot_restored_on_a_second_node() {
         "{json}"
     );
 
+    // Prometheus metrics count what the bench did.
+    let mut http = TcpStream::connect(("127.0.0.1", node.metrics_port)).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    http.read_to_string(&mut page).unwrap();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains("aerie_ops_total{command=\"write\"} 300"),
+        "{page}"
+    );
+    assert!(
+        page.contains("aerie_raft_is_leader{shard=\"0\"} 1"),
+        "{page}"
+    );
+    assert!(page.contains("aerie_wal_syncs_total"), "{page}");
+
     let client = Client::new(&ClientPolicy::default(), &host).await.unwrap();
     for i in 0..200i64 {
         client

@@ -10,7 +10,8 @@ use aerie_wal::{FsyncPolicy, IoBackend};
 use serde::{Deserialize, Serialize};
 
 /// Environment variables that override the file.
-pub const ENV_OVERRIDES: [(&str, &str); 5] = [
+pub const ENV_OVERRIDES: [(&str, &str); 6] = [
+    ("AERIE_METRICS_PORT", "metrics.port"),
     ("AERIE_DATA_DIR", "node.data_dir"),
     ("AERIE_NODE_ID", "node.node_id"),
     ("AERIE_ADDRESS", "service.address"),
@@ -30,6 +31,8 @@ pub struct NodeFileConfig {
     pub wal: WalSection,
     /// Raft.
     pub raft: RaftSection,
+    /// Prometheus metrics.
+    pub metrics: MetricsSection,
     /// Namespaces (as Aerospike ships: one, `test`).
     pub namespaces: Vec<NamespaceConfig>,
 }
@@ -77,6 +80,25 @@ pub struct WalSection {
     /// Keep sealed segments in `<data_dir>/wal-archive` (for point-in-time
     /// recovery) instead of deleting them.
     pub archive: bool,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Listen address of `/metrics`.
+    pub address: String,
+    /// Listen port (0 = no metrics).
+    pub port: u16,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            address: "127.0.0.1".into(),
+            port: 9145,
+        }
+    }
 }
 
 /// `[raft]`.
@@ -145,6 +167,7 @@ impl Default for NodeFileConfig {
             service: ServiceSection::default(),
             wal: WalSection::default(),
             raft: RaftSection::default(),
+            metrics: MetricsSection::default(),
             namespaces: vec![NamespaceConfig::default()],
         }
     }
@@ -193,6 +216,9 @@ impl NodeFileConfig {
         }
         if let Some(v) = var("AERIE_PORT") {
             self.service.port = v.parse().map_err(|_| parse("AERIE_PORT", &v))?;
+        }
+        if let Some(v) = var("AERIE_METRICS_PORT") {
+            self.metrics.port = v.parse().map_err(|_| parse("AERIE_METRICS_PORT", &v))?;
         }
         if let Some(v) = var("AERIE_FSYNC") {
             self.wal.fsync = v;

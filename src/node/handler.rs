@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use aerie_engine::{BinSelection, Command, Engine, OpResult, Operate, RecordView, partition_of};
 use aerie_protocol::framing::{self, MessageType};
@@ -23,23 +23,20 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use super::convert::{self, engine_code, replication_code, value_out};
+use super::metrics::CommandMetrics;
+
+/// Indices into `metrics::COMMANDS`.
+const READ: usize = 0;
+const WRITE: usize = 1;
+const DELETE: usize = 2;
+const BATCH: usize = 3;
+const SCAN: usize = 4;
+const INFO: usize = 5;
 
 /// A stream answer is flushed to the socket once a frame reaches this size.
 const STREAM_FRAME_BYTES: usize = 256 << 10;
 /// Records read per engine call during a scan.
 const SCAN_PAGE_RECORDS: usize = 256;
-
-/// Counters by command, for `statistics` and metrics.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub reads: AtomicU64,
-    pub writes: AtomicU64,
-    pub deletes: AtomicU64,
-    pub batches: AtomicU64,
-    pub scans: AtomicU64,
-    pub infos: AtomicU64,
-    pub errors: AtomicU64,
-}
 
 /// What every connection shares.
 pub struct Server {
@@ -52,7 +49,8 @@ pub struct Server {
     pub service_address: String,
     pub service_port: u16,
     pub namespaces: Vec<String>,
-    pub counters: Counters,
+    pub wal: Arc<aerie_wal::Wal>,
+    pub metrics: CommandMetrics,
 }
 
 type Io = std::io::Result<()>;
@@ -74,8 +72,9 @@ impl Server {
     ) -> Io {
         match frame.header.msg_type {
             MessageType::Info => {
-                self.counters.infos.fetch_add(1, Ordering::Relaxed);
+                let started = std::time::Instant::now();
                 self.info(frame.body, out).await;
+                self.metrics.record(INFO, started.elapsed(), false);
                 Ok(())
             }
             MessageType::Admin => {
@@ -104,7 +103,6 @@ impl Server {
     }
 
     fn error(&self, out: &mut Vec<u8>, code: ResultCode) -> Io {
-        self.counters.errors.fetch_add(1, Ordering::Relaxed);
         encode_or_log(encode_error_response(out, code));
         Ok(())
     }
@@ -120,8 +118,20 @@ impl Server {
                 self.record(&request, out).await;
                 Ok(())
             }
-            Ok(Request::Batch(request)) => self.batch(&request, out, writer).await,
-            Ok(Request::Scan(request)) => self.scan(&request, out, writer).await,
+            Ok(Request::Batch(request)) => {
+                let started = std::time::Instant::now();
+                let result = self.batch(&request, out, writer).await;
+                self.metrics
+                    .record(BATCH, started.elapsed(), result.is_err());
+                result
+            }
+            Ok(Request::Scan(request)) => {
+                let started = std::time::Instant::now();
+                let result = self.scan(&request, out, writer).await;
+                self.metrics
+                    .record(SCAN, started.elapsed(), result.is_err());
+                result
+            }
             Err(e) => self.error(out, e.result_code()),
         }
     }
@@ -167,8 +177,15 @@ impl Server {
     }
 
     async fn record(&self, req: &RecordRequest<'_>, out: &mut Vec<u8>) {
+        let started = std::time::Instant::now();
+        let command = req.command();
+        let kind = match command {
+            Ok(RecordCommand::Write) => WRITE,
+            Ok(RecordCommand::Delete) => DELETE,
+            _ => READ,
+        };
         let result = if self.has_namespace(req.namespace) {
-            match req.command() {
+            match command {
                 Ok(RecordCommand::Read) => self.read(req, out).await,
                 Ok(RecordCommand::Write) => self.write(req, out).await,
                 Ok(RecordCommand::Delete) => self.delete(req, out).await,
@@ -177,14 +194,15 @@ impl Server {
         } else {
             Err(ResultCode::Namespace)
         };
+        // A missing record is an answer, not a failure of the server.
+        let failed = result.is_err_and(|c| c != ResultCode::NotFound);
+        self.metrics.record(kind, started.elapsed(), failed);
         if let Err(code) = result {
-            self.counters.errors.fetch_add(1, Ordering::Relaxed);
             encode_or_log(encode_record_response(out, code, 0, 0, &[]));
         }
     }
 
     async fn read(&self, req: &RecordRequest<'_>, out: &mut Vec<u8>) -> Result<(), ResultCode> {
-        self.counters.reads.fetch_add(1, Ordering::Relaxed);
         let info1 = req.header.info1;
         let selection = if info1.contains(Info1::GET_NO_BINS) {
             BinSelection::None
@@ -214,7 +232,6 @@ impl Server {
     }
 
     async fn write(&self, req: &RecordRequest<'_>, out: &mut Vec<u8>) -> Result<(), ResultCode> {
-        self.counters.writes.fetch_add(1, Ordering::Relaxed);
         let get_all = req.header.info1.contains(Info1::GET_ALL);
         let respond_all = req.header.info2.contains(Info2::RESPOND_ALL_OPS);
         if req.ops.is_empty() || (get_all && respond_all) {
@@ -255,7 +272,6 @@ impl Server {
     }
 
     async fn delete(&self, req: &RecordRequest<'_>, out: &mut Vec<u8>) -> Result<(), ResultCode> {
-        self.counters.deletes.fetch_add(1, Ordering::Relaxed);
         let command = Command::Delete {
             namespace: req.namespace.to_string(),
             digest: req.digest,
@@ -275,7 +291,6 @@ impl Server {
         out: &mut Vec<u8>,
         writer: &mut W,
     ) -> Io {
-        self.counters.batches.fetch_add(1, Ordering::Relaxed);
         let mut checked: BTreeMap<u32, Result<(), ResultCode>> = BTreeMap::new();
         let mut frame_start = framing::begin_frame(out, MessageType::AsMsg);
         for row in req.resolved_rows() {
@@ -367,7 +382,6 @@ impl Server {
         out: &mut Vec<u8>,
         writer: &mut W,
     ) -> Io {
-        self.counters.scans.fetch_add(1, Ordering::Relaxed);
         if !self.has_namespace(req.namespace) {
             return self.error(out, ResultCode::Namespace);
         }
@@ -551,18 +565,23 @@ impl Server {
     }
 
     fn statistics(&self) -> String {
-        let c = &self.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        let ops = |i: usize| self.metrics.ops[i].load(Ordering::Relaxed).to_string();
+        let errors: u64 = self
+            .metrics
+            .errors
+            .iter()
+            .map(|e| e.load(Ordering::Relaxed))
+            .sum();
         let objects: u64 = self.engine.stats().iter().map(|s| s.records).sum();
         info::format_key_values([
             ("objects", objects.to_string()),
-            ("client_reads", get(&c.reads)),
-            ("client_writes", get(&c.writes)),
-            ("client_deletes", get(&c.deletes)),
-            ("batch_index_initiate", get(&c.batches)),
-            ("scans", get(&c.scans)),
-            ("info_requests", get(&c.infos)),
-            ("client_errors", get(&c.errors)),
+            ("client_reads", ops(READ)),
+            ("client_writes", ops(WRITE)),
+            ("client_deletes", ops(DELETE)),
+            ("batch_index_initiate", ops(BATCH)),
+            ("scans", ops(SCAN)),
+            ("info_requests", ops(INFO)),
+            ("client_errors", errors.to_string()),
         ])
     }
 

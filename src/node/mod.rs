@@ -7,6 +7,7 @@
 pub mod config;
 mod convert;
 mod handler;
+mod metrics;
 mod service;
 
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use aerie_wal::{Wal, WalConfig};
 use crate::datadir::{ClusterMeta, DataDir};
 use crate::error::{Error, Result};
 use config::NodeFileConfig;
-use handler::{Counters, Server};
+use handler::Server;
 
 /// Opens the data directory, creating it from the settings on first start.
 /// Later starts keep the cluster name, node id and shard count it recorded.
@@ -109,7 +110,8 @@ pub fn run(config: NodeFileConfig) -> Result<()> {
         service_address: config.service.address.clone(),
         service_port: config.service.port,
         namespaces: config.namespaces.iter().map(|n| n.name.clone()).collect(),
-        counters: Counters::default(),
+        wal: wal.clone(),
+        metrics: metrics::CommandMetrics::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -145,6 +147,14 @@ async fn serve_until_signal(
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let idle = Duration::from_millis(config.service.idle_timeout_ms.max(1));
+    if config.metrics.port != 0 {
+        let address = format!("{}:{}", config.metrics.address, config.metrics.port);
+        let metrics = tokio::net::TcpListener::bind(&address)
+            .await
+            .map_err(|e| Error::Refused(format!("cannot listen on {address} for metrics: {e}")))?;
+        tracing::info!(metrics = %address, "prometheus metrics at /metrics");
+        tokio::spawn(metrics::serve(metrics, server.clone(), stopped.clone()));
+    }
     let serving = tokio::spawn(service::serve(
         listener,
         server,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 pub struct NodeProcess {
     pub child: Child,
     pub port: u16,
+    pub metrics_port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
 }
@@ -27,10 +28,12 @@ impl NodeProcess {
 
     pub fn start_on(data_dir: &Path, port: u16) -> NodeProcess {
         let log = data_dir.with_extension(format!("{port}.log"));
+        let metrics_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_aerie"))
             .arg("node")
             .env("AERIE_DATA_DIR", data_dir)
             .env("AERIE_PORT", port.to_string())
+            .env("AERIE_METRICS_PORT", metrics_port.to_string())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -39,6 +42,7 @@ impl NodeProcess {
         let node = NodeProcess {
             child,
             port,
+            metrics_port,
             data_dir: data_dir.to_path_buf(),
             log,
         };

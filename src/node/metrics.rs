@@ -1,0 +1,220 @@
+//! Prometheus metrics on their own port (`GET /metrics`, text format 0.0.4):
+//! operations and errors by command, latency histograms, WAL fsyncs and group
+//! sizes, engine figures per namespace, raft state per shard.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::handler::Server;
+
+/// Upper bounds of the latency buckets, µs.
+const BUCKETS_US: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+    5_000_000,
+];
+
+/// Commands measured.
+pub const COMMANDS: [&str; 6] = ["read", "write", "delete", "batch", "scan", "info"];
+
+/// A latency histogram with fixed buckets (cumulative when rendered).
+#[derive(Debug, Default)]
+pub struct Latency {
+    buckets: [AtomicU64; BUCKETS_US.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Latency {
+    /// Records one observation.
+    pub fn record(&self, elapsed: Duration) {
+        let us = elapsed.as_micros() as u64;
+        if let Some(i) = BUCKETS_US.iter().position(|&b| us <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+}
+
+/// Per-command counters and latencies.
+#[derive(Debug, Default)]
+pub struct CommandMetrics {
+    pub ops: [AtomicU64; COMMANDS.len()],
+    pub errors: [AtomicU64; COMMANDS.len()],
+    pub latency: [Latency; COMMANDS.len()],
+}
+
+impl CommandMetrics {
+    /// Records one command by its index in [`COMMANDS`].
+    pub fn record(&self, command: usize, elapsed: Duration, failed: bool) {
+        self.ops[command].fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.errors[command].fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency[command].record(elapsed);
+    }
+}
+
+fn render_commands(out: &mut String, m: &CommandMetrics) {
+    let _ = writeln!(
+        out,
+        "# TYPE aerie_ops_total counter\n# TYPE aerie_errors_total counter"
+    );
+    for (i, name) in COMMANDS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "aerie_ops_total{{command=\"{name}\"}} {}",
+            m.ops[i].load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "aerie_errors_total{{command=\"{name}\"}} {}",
+            m.errors[i].load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(out, "# TYPE aerie_latency_seconds histogram");
+    for (i, name) in COMMANDS.iter().enumerate() {
+        let latency = &m.latency[i];
+        let mut cumulative = 0;
+        for (b, bound) in BUCKETS_US.iter().enumerate() {
+            cumulative += latency.buckets[b].load(Ordering::Relaxed);
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "aerie_latency_seconds_bucket{{command=\"{name}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let count = latency.count.load(Ordering::Relaxed);
+        let sum = latency.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "aerie_latency_seconds_bucket{{command=\"{name}\",le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(out, "aerie_latency_seconds_sum{{command=\"{name}\"}} {sum}");
+        let _ = writeln!(
+            out,
+            "aerie_latency_seconds_count{{command=\"{name}\"}} {count}"
+        );
+    }
+}
+
+/// The whole exposition.
+pub fn render(server: &Server) -> String {
+    let mut out = String::with_capacity(8 << 10);
+    render_commands(&mut out, &server.metrics);
+    let wal = server.wal.stats();
+    let _ = writeln!(
+        out,
+        "# TYPE aerie_wal_syncs_total counter\naerie_wal_syncs_total {}",
+        wal.syncs
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE aerie_wal_sync_seconds_total counter\naerie_wal_sync_seconds_total {}",
+        wal.sync_micros as f64 / 1e6
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE aerie_wal_writes_total counter\naerie_wal_writes_total {}",
+        wal.writes
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE aerie_wal_entries_total counter\naerie_wal_entries_total {}",
+        wal.entries
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE aerie_wal_bytes_total counter\naerie_wal_bytes_total {}",
+        wal.bytes_written
+    );
+    for ns in server.engine.stats() {
+        let n = &ns.name;
+        let _ = writeln!(
+            out,
+            "aerie_namespace_objects{{namespace=\"{n}\"}} {}",
+            ns.records
+        );
+        let _ = writeln!(
+            out,
+            "aerie_namespace_tombstones{{namespace=\"{n}\"}} {}",
+            ns.tombstones
+        );
+        let _ = writeln!(
+            out,
+            "aerie_namespace_index_bytes{{namespace=\"{n}\"}} {}",
+            ns.index_bytes
+        );
+        let _ = writeln!(
+            out,
+            "aerie_namespace_device_used_bytes{{namespace=\"{n}\"}} {}",
+            ns.used_bytes
+        );
+    }
+    let me = server.node_id;
+    for s in server.node.status() {
+        let shard = s.shard;
+        let _ = writeln!(out, "aerie_raft_term{{shard=\"{shard}\"}} {}", s.term);
+        let _ = writeln!(
+            out,
+            "aerie_raft_commit_index{{shard=\"{shard}\"}} {}",
+            s.commit
+        );
+        let _ = writeln!(
+            out,
+            "aerie_raft_applied_index{{shard=\"{shard}\"}} {}",
+            s.applied
+        );
+        let _ = writeln!(
+            out,
+            "aerie_raft_compacted_index{{shard=\"{shard}\"}} {}",
+            s.compacted
+        );
+        let _ = writeln!(
+            out,
+            "aerie_raft_is_leader{{shard=\"{shard}\"}} {}",
+            u8::from(s.leader == me)
+        );
+    }
+    out
+}
+
+/// Serves `/metrics` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    server: Arc<Server>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((mut stream, _)) = accepted else {
+            continue;
+        };
+        let server = server.clone();
+        tokio::spawn(async move {
+            let mut request = [0u8; 1024];
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut request)).await;
+            let Ok(Ok(n)) = n else { return };
+            let answer = if request[..n].starts_with(b"GET /metrics") {
+                let body = render(&server);
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    .to_string()
+            };
+            let _ = stream.write_all(answer.as_bytes()).await;
+        });
+    }
+}
