@@ -249,3 +249,79 @@ async fn batch_scan_truncate_and_restarts_keep_every_acknowledged_write() {
     assert_eq!(code(gone), Some(ResultCode::KeyNotFoundError));
     client.close().await.unwrap();
 }
+
+/// Records written with `aerie bench --workload insert` (keys 0..n in set
+/// `bench`), then scanned in pages of `max_records` resumed from the client's
+/// partition filter: every record exactly once.
+async fn paged_scan_sees_every_record_once(records: u64, page: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("data"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aerie"))
+        .args([
+            "bench",
+            "--host",
+            &node.address(),
+            "--workload",
+            "insert",
+            "--connections",
+            "32",
+        ])
+        .args([
+            "--keys",
+            &records.to_string(),
+            "--duration-secs",
+            "600",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client = client(&node).await;
+    let mut filter = aerospike::PartitionFilter::all();
+    let mut seen = std::collections::HashSet::new();
+    let mut pages = 0;
+    use futures::StreamExt;
+    while !filter.done() {
+        let policy = aerospike::QueryPolicy {
+            max_records: page,
+            ..aerospike::QueryPolicy::default()
+        };
+        let statement = aerospike::Statement::new("test", "bench", Bins::None);
+        let recordset = client
+            .query(&policy, filter.clone(), statement)
+            .await
+            .unwrap();
+        let mut stream = recordset.clone().into_stream();
+        let mut in_page = 0;
+        while let Some(record) = stream.next().await {
+            let record = record.unwrap();
+            assert!(
+                seen.insert(record.key.unwrap().digest()),
+                "a record came back twice"
+            );
+            in_page += 1;
+        }
+        assert!(in_page <= page, "page of {in_page} > {page}");
+        filter = recordset.partition_filter().unwrap();
+        pages += 1;
+        assert!(pages <= records / page + 4097, "scan does not finish");
+    }
+    assert_eq!(seen.len() as u64, records);
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paged_scan_of_10k_records_resumes_to_every_record_once() {
+    paged_scan_sees_every_record_once(10_000, 3_000).await;
+}
+
+/// The size: `cargo test --release --test node_client -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn a_paged_scan_of_100k_records_resumes_to_every_record_once() {
+    paged_scan_sees_every_record_once(100_000, 30_000).await;
+}
