@@ -7,6 +7,7 @@
 //! any more) → `Dropped` (left out of the checkpoint being written) → deleted
 //! once that checkpoint's manifest is durable and no view pins the block.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -106,6 +107,15 @@ impl BlockStore {
     /// Path of a block file.
     pub fn path_of(&self, block_id: u32) -> PathBuf {
         self.dir.join(format::block_file_name(block_id))
+    }
+
+    /// Path of a block file, borrowed when the block is open (no allocation
+    /// on the read path).
+    pub fn block_path(&self, block_id: u32) -> Cow<'_, Path> {
+        match self.blocks.get(&block_id) {
+            Some(block) => Cow::Borrowed(&block.path),
+            None => Cow::Owned(self.path_of(block_id)),
+        }
     }
 
     /// Adds a recovered block as sealed, cutting its file to `durable_len`
