@@ -25,6 +25,7 @@ fn config(dir: &Path, read_mode: ReadMode, cache_blocks: usize) -> EngineConfig 
         }],
         read_mode,
         checkpoint_interval_ms: 0,
+        ..EngineConfig::default()
     }
 }
 

@@ -7,9 +7,8 @@
 //! any more) → `Dropped` (left out of the checkpoint being written) → deleted
 //! once that checkpoint's manifest is durable and no view pins the block.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -18,6 +17,7 @@ use memmap2::Mmap;
 use crate::config::ReadMode;
 use crate::error::{Error, IoContext, Result};
 use crate::format::{self, BLOCK_HEADER_BYTES};
+use crate::fs::{EngineFile, EngineFs, OpenFor};
 
 /// Where a block is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub enum BlockState {
 #[derive(Debug)]
 pub struct Block {
     path: PathBuf,
-    file: Arc<File>,
+    file: Arc<dyn EngineFile>,
     /// Bytes in the block (header included).
     pub len_bytes: u32,
     /// Bytes written to the file so far.
@@ -62,12 +62,13 @@ pub struct BlockCut {
     /// (block id, durable length) of every block the checkpoint keeps.
     pub table: Vec<(u32, u32)>,
     /// Files to fsync.
-    pub files: Vec<(PathBuf, Arc<File>)>,
+    pub files: Vec<(PathBuf, Arc<dyn EngineFile>)>,
 }
 
 /// The blocks of one namespace.
 #[derive(Debug)]
 pub struct BlockStore {
+    fs: Arc<dyn EngineFs>,
     dir: PathBuf,
     block_size_bytes: u32,
     cache_blocks: usize,
@@ -83,6 +84,7 @@ pub struct BlockStore {
 impl BlockStore {
     /// An empty store; `open_sealed` adds recovered blocks.
     pub fn new(
+        fs: Arc<dyn EngineFs>,
         dir: &Path,
         block_size_bytes: u32,
         cache_blocks: usize,
@@ -90,6 +92,7 @@ impl BlockStore {
         next_block_id: u32,
     ) -> Self {
         BlockStore {
+            fs,
             dir: dir.to_path_buf(),
             block_size_bytes,
             cache_blocks,
@@ -106,16 +109,21 @@ impl BlockStore {
         self.dir.join(format::block_file_name(block_id))
     }
 
+    /// Path of a block file, borrowed when the block is open (no allocation
+    /// on the read path).
+    pub fn block_path(&self, block_id: u32) -> Cow<'_, Path> {
+        match self.blocks.get(&block_id) {
+            Some(block) => Cow::Borrowed(&block.path),
+            None => Cow::Owned(self.path_of(block_id)),
+        }
+    }
+
     /// Adds a recovered block as sealed, cutting its file to `durable_len`
     /// (bytes past it were written after the checkpoint and do not count).
     pub fn open_sealed(&mut self, block_id: u32, durable_len: u32) -> Result<()> {
         let path = self.path_of(block_id);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .at(&path)?;
-        let file_len = file.metadata().at(&path)?.len();
+        let file = self.fs.open(&path, OpenFor::Update).at(&path)?;
+        let file_len = file.len_bytes().at(&path)?;
         if file_len > u64::from(durable_len) {
             file.set_len(u64::from(durable_len)).at(&path)?;
         }
@@ -124,7 +132,7 @@ impl BlockStore {
             block_id,
             Block {
                 path,
-                file: Arc::new(file),
+                file,
                 len_bytes: durable_len,
                 flushed_bytes: durable_len,
                 synced_bytes: durable_len,
@@ -205,12 +213,7 @@ impl BlockStore {
         }
         let id = self.next_block_id;
         let path = self.path_of(id);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .at(&path)?;
+        let file = self.fs.open(&path, OpenFor::NewBlock).at(&path)?;
         let mut buf = Vec::with_capacity(self.block_size_bytes as usize);
         buf.extend_from_slice(&format::encode_block_header(id, self.block_size_bytes));
         self.next_block_id += 1;
@@ -218,7 +221,7 @@ impl BlockStore {
             id,
             Block {
                 path,
-                file: Arc::new(file),
+                file,
                 len_bytes: buf.len() as u32,
                 flushed_bytes: 0,
                 synced_bytes: 0,
@@ -334,24 +337,7 @@ impl BlockStore {
             return Ok(cache[start..end].to_vec());
         }
         match self.read_mode {
-            ReadMode::Pread => {
-                let mut out = vec![0u8; len as usize];
-                block
-                    .file
-                    .read_exact_at(&mut out, u64::from(offset))
-                    .map_err(|e| {
-                        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                            Error::corruption(
-                                &block.path,
-                                u64::from(offset),
-                                "block file truncated",
-                            )
-                        } else {
-                            Error::io(&block.path, e)
-                        }
-                    })?;
-                Ok(out)
-            }
+            ReadMode::Pread => read_file_range(&block.path, &*block.file, offset, len),
             ReadMode::Mmap => {
                 let map = self.mapping(block)?;
                 map.get(start..end).map(<[u8]>::to_vec).ok_or_else(|| {
@@ -369,7 +355,9 @@ impl BlockStore {
         // from its buffer), and the engine never writes to or truncates a sealed
         // block's file while it is open; recovery cuts files before this store
         // exists. Another process modifying the file is outside the contract.
-        let map = Arc::new(unsafe { Mmap::map(&*block.file) }.at(&block.path)?);
+        // The map is of the OS file under the `EngineFile`: mapped reads
+        // bypass the file seam (and injected faults).
+        let map = Arc::new(unsafe { Mmap::map(block.file.std_file()) }.at(&block.path)?);
         Ok(block.mmap.get_or_init(|| map).clone())
     }
 
@@ -387,7 +375,7 @@ impl BlockStore {
         {
             return Ok(Arc::new(buf.clone()));
         }
-        read_block_file(&block.path, &block.file, block.len_bytes).map(Arc::new)
+        read_block_file(&block.path, &*block.file, block.len_bytes).map(Arc::new)
     }
 
     /// Flushes the current block and lists what a checkpoint keeps; blocks that
@@ -440,7 +428,9 @@ impl BlockStore {
         for id in gone {
             if let Some(block) = self.blocks.remove(&id) {
                 self.cached.retain(|c| *c != id);
-                std::fs::remove_file(&block.path).at(&block.path)?;
+                // A file left behind is not listed in the manifest: the next
+                // open deletes it.
+                self.fs.remove(&block.path).at(&block.path)?;
             }
         }
         Ok(())
@@ -463,12 +453,18 @@ impl BlockStore {
 }
 
 /// Reads the first `len` bytes of a block file; a short file is corruption.
-pub fn read_block_file(path: &Path, file: &File, len: u32) -> Result<Vec<u8>> {
+pub fn read_block_file(path: &Path, file: &dyn EngineFile, len: u32) -> Result<Vec<u8>> {
+    read_file_range(path, file, 0, len)
+}
+
+/// Reads `len` bytes at `offset`; a file ending before is corruption.
+fn read_file_range(path: &Path, file: &dyn EngineFile, offset: u32, len: u32) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; len as usize];
     let mut done = 0usize;
     while done < buf.len() {
-        match file.read_at(&mut buf[done..], done as u64) {
-            Ok(0) => return Err(Error::corruption(path, done as u64, "block file truncated")),
+        let at = u64::from(offset) + done as u64;
+        match file.read_at(&mut buf[done..], at) {
+            Ok(0) => return Err(Error::corruption(path, at, "block file truncated")),
             Ok(n) => done += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::io(path, e)),

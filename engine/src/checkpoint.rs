@@ -5,8 +5,7 @@
 //! temporary file, fsynced, renamed over the old one, and the directory fsynced.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufReader, Read, Write as _};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -14,6 +13,7 @@ use crate::format::{
     self, INDEX_CHUNK_ENTRIES, INDEX_ENTRY_BYTES, INDEX_MAGIC, INDEX_VERSION, MANIFEST_MAGIC,
     MANIFEST_VERSION, MAX_MANIFEST_BYTES, Reader,
 };
+use crate::fs::{EngineFs, OpenFor, SeqReader};
 use crate::index::Entry;
 
 /// A truncation: versions of the namespace (or set) last updated before
@@ -124,16 +124,20 @@ impl Manifest {
     }
 
     /// Reads and verifies `path`; `Ok(None)` if it does not exist.
-    pub fn read(path: &Path) -> Result<Option<Manifest>> {
-        let file = match File::open(path) {
+    pub fn read(fs: &dyn EngineFs, path: &Path) -> Result<Option<Manifest>> {
+        let file = match fs.open(path, OpenFor::Read) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(path, e)),
         };
         let mut bytes = Vec::new();
-        file.take(MAX_MANIFEST_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .at(path)?;
+        SeqReader {
+            file: &*file,
+            pos: 0,
+        }
+        .take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .at(path)?;
         if bytes.len() as u64 > MAX_MANIFEST_BYTES {
             return Err(Error::corruption(
                 path,
@@ -298,10 +302,20 @@ fn close_chunk(out: &mut Vec<u8>, start: usize, n: usize) {
 }
 
 /// Streams an index checkpoint: the header, then each entry to `sink`.
-pub fn read_index(path: &Path, mut sink: impl FnMut(Entry) -> Result<()>) -> Result<IndexHeader> {
-    let file = File::open(path).at(path)?;
-    let file_len = file.metadata().at(path)?.len();
-    let mut r = BufReader::with_capacity(1 << 20, file);
+pub fn read_index(
+    fs: &dyn EngineFs,
+    path: &Path,
+    mut sink: impl FnMut(Entry) -> Result<()>,
+) -> Result<IndexHeader> {
+    let file = fs.open(path, OpenFor::Read).at(path)?;
+    let file_len = file.len_bytes().at(path)?;
+    let mut r = BufReader::with_capacity(
+        1 << 20,
+        SeqReader {
+            file: &*file,
+            pos: 0,
+        },
+    );
     let mut pos = 0u64;
     let mut read = |buf: &mut [u8], pos: &mut u64| -> Result<()> {
         r.read_exact(buf).map_err(|e| match e.kind() {
@@ -425,19 +439,22 @@ fn decode_index_header(head: &[u8]) -> Result<IndexHeader, &'static str> {
 }
 
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, dir fsync.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+/// A failed fsync is [`Error::SyncFailed`].
+pub fn write_atomically(fs: &dyn EngineFs, path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = PathBuf::from(format!("{}{}", path.display(), format::TMP_SUFFIX));
-    let mut file = File::create(&tmp).at(&tmp)?;
-    file.write_all(bytes).at(&tmp)?;
-    file.sync_all().at(&tmp)?;
+    let file = fs.open(&tmp, OpenFor::Scratch).at(&tmp)?;
+    file.write_all_at(bytes, 0).at(&tmp)?;
+    // fdatasync also writes the size of a file that grew, which is all the
+    // metadata a reader needs.
+    file.sync_data().synced_at(&tmp)?;
     drop(file);
-    std::fs::rename(&tmp, path).at(path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    fs.rename(&tmp, path).at(path)?;
+    sync_dir(fs, path.parent().unwrap_or(Path::new(".")))
 }
 
 /// fsyncs a directory so created, renamed and deleted names are durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).at(dir)?.sync_all().at(dir)
+pub fn sync_dir(fs: &dyn EngineFs, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir).synced_at(dir)
 }
 
 #[cfg(test)]

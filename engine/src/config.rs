@@ -1,9 +1,11 @@
 //! Engine and namespace settings.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format;
+use crate::fs::{EngineFs, StdFs};
 
 /// How sealed blocks that are no longer cached are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,6 +29,9 @@ pub struct EngineConfig {
     /// `tick` writes a checkpoint when this long has passed since the last one
     /// (0 = only explicit `checkpoint` calls).
     pub checkpoint_interval_ms: u64,
+    /// Every block, `index.ckpt` and `MANIFEST` file operation goes through
+    /// this ([`StdFs`] by default; tests put a [`crate::fault::FaultyFs`] here).
+    pub fs: Arc<dyn EngineFs>,
 }
 
 impl Default for EngineConfig {
@@ -36,6 +41,7 @@ impl Default for EngineConfig {
             namespaces: vec![NamespaceConfig::default()],
             read_mode: ReadMode::Pread,
             checkpoint_interval_ms: 60_000,
+            fs: Arc::new(StdFs),
         }
     }
 }

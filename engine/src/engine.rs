@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::blocks::BlockState;
+use crate::blocks::{BlockCut, BlockState};
 use crate::checkpoint::{self, IndexHeader, Manifest, NsManifest};
 use crate::config::EngineConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::format;
+use crate::fs::EngineFs;
 use crate::namespace::{Counters, DefragProgress, NsState, Stamp};
 use crate::recovery::{self, NsRecovery};
 use crate::types::{BinSelection, Command, Digest, Outcome, RecordView};
@@ -118,15 +119,24 @@ pub struct Engine {
     /// Namespaces in the manifest but not configured: kept as they were.
     unconfigured: BTreeMap<String, NsManifest>,
     recovery: RecoveryReport,
+    /// Set by a failed fsync: why the engine refuses writes.
+    poisoned: Mutex<Option<String>>,
 }
 
-fn has_block_files(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|items| {
-        items.flatten().any(|ns| {
-            std::fs::read_dir(ns.path()).is_ok_and(|files| {
-                files.flatten().any(|f| {
-                    format::parse_block_file_name(&f.file_name().to_string_lossy()).is_some()
-                })
+/// One namespace's part of a checkpoint, taken under its lock.
+struct NsJob {
+    dir: PathBuf,
+    cut: BlockCut,
+    index_bytes: Vec<u8>,
+}
+
+fn has_block_files(fs: &dyn EngineFs, dir: &Path) -> bool {
+    fs.list(dir).is_ok_and(|namespaces| {
+        namespaces.iter().any(|ns| {
+            fs.list(&dir.join(ns)).is_ok_and(|files| {
+                files
+                    .iter()
+                    .any(|f| format::parse_block_file_name(f).is_some())
             })
         })
     })
@@ -137,11 +147,12 @@ impl Engine {
     /// the last checkpoint. See the crate docs for the recovery rule.
     pub fn open(config: EngineConfig) -> Result<Engine> {
         config.validate()?;
-        std::fs::create_dir_all(&config.dir).at(&config.dir)?;
+        let fs = &*config.fs;
+        fs.create_dir_all(&config.dir).at(&config.dir)?;
         let manifest_path = config.dir.join(format::MANIFEST_FILE);
-        let manifest = match Manifest::read(&manifest_path)? {
+        let manifest = match Manifest::read(fs, &manifest_path)? {
             Some(m) => m,
-            None if has_block_files(&config.dir) => {
+            None if has_block_files(fs, &config.dir) => {
                 return Err(Error::corruption(
                     &manifest_path,
                     0,
@@ -150,7 +161,7 @@ impl Engine {
             }
             None => {
                 let fresh = Manifest::default();
-                checkpoint::write_atomically(&manifest_path, &fresh.encode())?;
+                checkpoint::write_atomically(fs, &manifest_path, &fresh.encode())?;
                 fresh
             }
         };
@@ -161,6 +172,7 @@ impl Engine {
         };
         for cfg in &config.namespaces {
             let (state, report) = recovery::open_namespace(
+                &config.fs,
                 cfg,
                 &config.dir.join(&cfg.name),
                 manifest.namespaces.get(&cfg.name),
@@ -195,7 +207,32 @@ impl Engine {
             }),
             unconfigured,
             recovery,
+            poisoned: Mutex::new(None),
         })
+    }
+
+    /// Why the engine refuses writes (a failed fsync), if it does.
+    pub fn poisoned(&self) -> Option<String> {
+        lock(&self.poisoned).clone()
+    }
+
+    pub(crate) fn check_healthy(&self) -> Result<()> {
+        match lock(&self.poisoned).as_ref() {
+            Some(reason) => Err(Error::Poisoned(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// A failed fsync poisons the engine: the kernel may have dropped the
+    /// unsynced pages and cleared the error, so a retry that succeeds would
+    /// report data durable that is not. Failed writes do not poison: the
+    /// bytes are still in RAM and a positional write can be retried.
+    fn poison_on_sync_failure<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(e @ Error::SyncFailed { .. }) = &result {
+            tracing::error!(error = %e, "fsync failed; the engine refuses writes until reopened");
+            lock(&self.poisoned).get_or_insert_with(|| e.to_string());
+        }
+        result
     }
 
     /// What recovery found at open.
@@ -222,6 +259,7 @@ impl Engine {
     /// Applies the command at `index` of log `log_id`, with the leader's clock
     /// `now_ms`. Record errors count as applied; system errors do not.
     pub fn apply(&self, log_id: u64, index: u64, now_ms: u64, cmd: &Command) -> Result<Outcome> {
+        self.check_healthy()?;
         let applied = self.applied_index(log_id);
         if index <= applied {
             return Err(Error::IndexNotAfterApplied {
@@ -290,9 +328,30 @@ impl Engine {
     /// writes each namespace's `index.ckpt` and then the `MANIFEST`, advances
     /// `durable_applied_index`, and deletes blocks the checkpoint no longer
     /// needs. Writers wait only while the index is copied into a buffer.
+    ///
+    /// On error `durable_applied_index` stays where it was. A failed write
+    /// can be retried by the next checkpoint; a failed fsync poisons the
+    /// engine ([`Error::SyncFailed`], then [`Error::Poisoned`]).
     pub fn checkpoint(&self) -> Result<CheckpointStats> {
+        self.check_healthy()?;
         let mut ck = lock(&self.checkpoint);
         let seq = ck.seq + 1;
+        let (manifest, jobs, entries) = self.cut_for_checkpoint(seq)?;
+        let written = self.write_checkpoint(&manifest, &jobs);
+        let index_bytes = self.poison_on_sync_failure(written)?;
+        ck.seq = seq;
+        lock(&self.logs).durable = manifest.logs.clone();
+        self.release_after_checkpoint(&jobs)?;
+        Ok(CheckpointStats {
+            checkpoint_seq: seq,
+            entries,
+            index_bytes,
+        })
+    }
+
+    /// The consistent cut, under every namespace lock: the manifest to write,
+    /// each namespace's blocks and index bytes, and the entry count.
+    fn cut_for_checkpoint(&self, seq: u64) -> Result<(Manifest, Vec<NsJob>, u64)> {
         let mut manifest = Manifest {
             checkpoint_seq: seq,
             namespaces: self.unconfigured.clone(),
@@ -300,59 +359,71 @@ impl Engine {
         };
         let mut jobs = Vec::new();
         let mut entries = 0u64;
-        {
-            let mut guards: Vec<_> = self
-                .namespaces
-                .iter()
-                .map(|(n, ns)| (n, ns.write()))
-                .collect();
-            manifest.logs = lock(&self.logs).applied.clone();
-            manifest.next_seq = self.next_seq.load(Ordering::SeqCst);
-            for (name, state) in &mut guards {
-                let cut = state.blocks.cut()?;
-                let header = IndexHeader {
-                    checkpoint_seq: seq,
-                    max_lut_ms: state.max_lut_ms,
-                    sets: state.sets.names().to_vec(),
-                    entries: state.index.len() as u64,
-                };
-                entries += header.entries;
-                let index_bytes = checkpoint::encode_index(&header, state.index.iter());
-                manifest.namespaces.insert(
-                    (*name).clone(),
-                    NsManifest {
-                        next_block_id: state.blocks.next_block_id(),
-                        blocks: cut.table.clone(),
-                        truncates: state.truncates.clone(),
-                        installs: state.installs.clone(),
-                    },
-                );
-                jobs.push((state.dir.clone(), cut, index_bytes));
-            }
+        let mut guards: Vec<_> = self
+            .namespaces
+            .iter()
+            .map(|(n, ns)| (n, ns.write()))
+            .collect();
+        manifest.logs = lock(&self.logs).applied.clone();
+        manifest.next_seq = self.next_seq.load(Ordering::SeqCst);
+        for (name, state) in &mut guards {
+            let cut = state.blocks.cut()?;
+            let header = IndexHeader {
+                checkpoint_seq: seq,
+                max_lut_ms: state.max_lut_ms,
+                sets: state.sets.names().to_vec(),
+                entries: state.index.len() as u64,
+            };
+            entries += header.entries;
+            manifest.namespaces.insert(
+                (*name).clone(),
+                NsManifest {
+                    next_block_id: state.blocks.next_block_id(),
+                    blocks: cut.table.clone(),
+                    truncates: state.truncates.clone(),
+                    installs: state.installs.clone(),
+                },
+            );
+            jobs.push(NsJob {
+                dir: state.dir.clone(),
+                cut,
+                index_bytes: checkpoint::encode_index(&header, state.index.iter()),
+            });
         }
-        let mut index_bytes_written = 0u64;
-        for (dir, cut, index_bytes) in &jobs {
-            for (path, file) in &cut.files {
-                file.sync_data().at(path)?;
+        Ok((manifest, jobs, entries))
+    }
+
+    /// Without locks: fsyncs the blocks, writes every `index.ckpt`, then the
+    /// `MANIFEST`. Returns the index bytes written.
+    fn write_checkpoint(&self, manifest: &Manifest, jobs: &[NsJob]) -> Result<u64> {
+        let fs = &*self.config.fs;
+        let mut index_bytes = 0u64;
+        for job in jobs {
+            for (path, file) in &job.cut.files {
+                file.sync_data().synced_at(path)?;
             }
-            checkpoint::sync_dir(dir)?;
-            checkpoint::write_atomically(&dir.join(format::INDEX_FILE), index_bytes)?;
-            index_bytes_written += index_bytes.len() as u64;
+            checkpoint::sync_dir(fs, &job.dir)?;
+            let index_path = job.dir.join(format::INDEX_FILE);
+            checkpoint::write_atomically(fs, &index_path, &job.index_bytes)?;
+            index_bytes += job.index_bytes.len() as u64;
         }
-        let manifest_path = self.config.dir.join(format::MANIFEST_FILE);
-        checkpoint::write_atomically(&manifest_path, &manifest.encode())?;
-        ck.seq = seq;
-        lock(&self.logs).durable = manifest.logs.clone();
-        for ((_, ns), (_, cut, _)) in self.namespaces.iter().zip(&jobs) {
+        checkpoint::write_atomically(fs, &self.manifest_path(), &manifest.encode())?;
+        Ok(index_bytes)
+    }
+
+    /// After the manifest is durable: notes what is synced and deletes the
+    /// blocks it left out, in every namespace even if one fails.
+    fn release_after_checkpoint(&self, jobs: &[NsJob]) -> Result<()> {
+        let mut first_error = None;
+        for (ns, job) in self.namespaces.values().zip(jobs) {
             let mut state = ns.write();
-            state.blocks.mark_synced(&cut.table);
-            state.blocks.release_dropped()?;
+            state.blocks.mark_synced(&job.cut.table);
+            if let Err(e) = state.blocks.release_dropped() {
+                tracing::warn!(error = %e, "a freed block could not be deleted; the next open will");
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(CheckpointStats {
-            checkpoint_seq: seq,
-            entries,
-            index_bytes: index_bytes_written,
-        })
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Clean shutdown: a final checkpoint, so the next open is a fast start
@@ -365,6 +436,7 @@ impl Engine {
     /// writes out current blocks older than `flush_interval_ms` and takes a
     /// checkpoint every `checkpoint_interval_ms`.
     pub fn tick(&self, now_ms: u64) -> Result<()> {
+        self.check_healthy()?;
         for ns in self.namespaces.values() {
             let mut state = ns.write();
             if now_ms.saturating_sub(state.last_flush_ms) >= state.cfg.flush_interval_ms {
@@ -394,6 +466,7 @@ impl Engine {
     /// Defragments sparse blocks, examining at most about `max_bytes` of record
     /// versions in all (the rate limit: call it from a timer).
     pub fn defrag_step(&self, max_bytes: u64) -> Result<DefragProgress> {
+        self.check_healthy()?;
         let mut total = DefragProgress::default();
         for ns in self.namespaces.values() {
             let left = max_bytes.saturating_sub(total.bytes_examined);
@@ -411,6 +484,7 @@ impl Engine {
     /// Reclaims up to `max_records` records expired at `now_ms` (pass a clock
     /// no later than the `now_ms` of the commands being applied).
     pub fn reclaim_expired(&self, now_ms: u64, max_records: usize) -> Result<usize> {
+        self.check_healthy()?;
         let mut done = 0;
         for ns in self.namespaces.values() {
             if done >= max_records {

@@ -65,6 +65,21 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// An fsync (of a file or a directory) failed. The engine is poisoned:
+    /// after a failed fsync the kernel may have dropped the dirty pages and
+    /// cleared the error, so retrying could report data durable that is not.
+    #[error("fsync failed on {path}: {source}; the engine refuses writes until reopened")]
+    SyncFailed {
+        /// File or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An earlier fsync failed (the reason): writes, checkpoints and
+    /// background work are refused until the engine is reopened, which
+    /// recovers the last durable checkpoint. Reads keep working.
+    #[error("engine poisoned by an earlier failure, reopen it: {0}")]
+    Poisoned(String),
     /// Bytes on disk failed a check (checksum, bound, magic).
     #[error("corruption in {path} at offset {offset}: {reason}")]
     Corruption {
@@ -75,6 +90,9 @@ pub enum Error {
         /// What check failed.
         reason: String,
     },
+    /// The background driver's thread could not be started.
+    #[error("cannot start the engine background thread: {0}")]
+    Spawn(std::io::Error),
     /// An invalid `EngineConfig`.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -89,6 +107,9 @@ impl Error {
             Error::Parameter(_) => 4,
             Error::RecordExists => 5,
             Error::StopWrites(_) => 8,
+            // A full device is Aerospike's stop-writes for the client, though
+            // the command was not applied (the apply loop retries it).
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => 8,
             Error::BinTypeMismatch => 12,
             Error::RecordTooBig { .. } => 13,
             Error::KeyMismatch => 19,
@@ -96,6 +117,9 @@ impl Error {
             Error::BinNameTooLong(_) => 21,
             Error::IndexNotAfterApplied { .. }
             | Error::Io { .. }
+            | Error::SyncFailed { .. }
+            | Error::Poisoned(_)
+            | Error::Spawn(_)
             | Error::Corruption { .. }
             | Error::Config(_) => 1,
         }
@@ -108,6 +132,9 @@ impl Error {
             self,
             Error::IndexNotAfterApplied { .. }
                 | Error::Io { .. }
+                | Error::SyncFailed { .. }
+                | Error::Poisoned(_)
+                | Error::Spawn(_)
                 | Error::Corruption { .. }
                 | Error::Config(_)
         )
@@ -135,10 +162,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Adds the file path to an `std::io::Error`.
 pub(crate) trait IoContext<T> {
     fn at(self, path: &Path) -> Result<T>;
+    /// For fsyncs: a failure is [`Error::SyncFailed`].
+    fn synced_at(self, path: &Path) -> Result<T>;
 }
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: &Path) -> Result<T> {
         self.map_err(|e| Error::io(path, e))
+    }
+
+    fn synced_at(self, path: &Path) -> Result<T> {
+        self.map_err(|source| Error::SyncFailed {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }

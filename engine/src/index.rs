@@ -61,6 +61,12 @@ fn home(h: u64, slot_count: usize) -> usize {
     ((u128::from(h) * slot_count as u128) >> 64) as usize
 }
 
+/// The slot after `pos`, wrapping (a compare, not a division: this is on the
+/// read path).
+fn next_slot(pos: usize, slot_count: usize) -> usize {
+    if pos + 1 == slot_count { 0 } else { pos + 1 }
+}
+
 impl PartitionIndex {
     /// Entries, in no particular order.
     pub fn entries(&self) -> &[Entry] {
@@ -87,7 +93,7 @@ impl PartitionIndex {
             if self.entries[slot as usize].digest == *digest {
                 return Some(pos);
             }
-            pos = (pos + 1) % n;
+            pos = next_slot(pos, n);
         }
     }
 
@@ -113,7 +119,7 @@ impl PartitionIndex {
         let n = self.slots.len();
         let mut pos = home(hash(&entry.digest, seed), n);
         while self.slots[pos] != EMPTY {
-            pos = (pos + 1) % n;
+            pos = next_slot(pos, n);
         }
         self.slots[pos] = self.entries.len() as u32;
         self.entries.push(entry);
@@ -126,7 +132,7 @@ impl PartitionIndex {
         for (i, e) in self.entries.iter().enumerate() {
             let mut pos = home(hash(&e.digest, seed), n);
             while self.slots[pos] != EMPTY {
-                pos = (pos + 1) % n;
+                pos = next_slot(pos, n);
             }
             self.slots[pos] = i as u32;
         }
@@ -138,7 +144,7 @@ impl PartitionIndex {
         let index = self.slots[hole] as usize;
         let n = self.slots.len();
         // Backward-shift deletion keeps probe runs unbroken without tombstones.
-        let mut next = (hole + 1) % n;
+        let mut next = next_slot(hole, n);
         while self.slots[next] != EMPTY {
             let want = home(
                 hash(&self.entries[self.slots[next] as usize].digest, seed),
@@ -150,7 +156,7 @@ impl PartitionIndex {
                 self.slots[hole] = self.slots[next];
                 hole = next;
             }
-            next = (next + 1) % n;
+            next = next_slot(next, n);
         }
         self.slots[hole] = EMPTY;
         // swap_remove moves the last entry into `index`: repoint its slot.

@@ -113,6 +113,35 @@
 //! Driven by the caller's timer, deterministic and testable: [`Engine::tick`]
 //! (flush interval, periodic checkpoint), [`Engine::defrag_step`] (rate limit:
 //! bytes examined per call), [`Engine::reclaim_expired`] (records per call).
+//! [`Engine::start_background`] runs them on a thread ([`BackgroundConfig`]:
+//! `tick_interval_ms`, `defrag_rate_bytes_per_sec` as a token bucket,
+//! `reclaim_max_records_per_tick`, and the clock); it logs and counts errors
+//! ([`BackgroundStats`]) and never panics; [`BackgroundHandle::stop`] or
+//! dropping the handle joins it (waiting at most `stop_timeout_ms`).
+//!
+//! # Disk faults
+//!
+//! Every block-file, `index.ckpt` and `MANIFEST` operation goes through the
+//! [`EngineFs`] in [`EngineConfig::fs`] ([`StdFs`] by default);
+//! [`fault::FaultyFs`] injects ENOSPC, fsync EIO, short and torn writes for
+//! tests. `ReadMode::Mmap` maps the OS file under an [`EngineFile`], so
+//! mapped reads bypass the seam. What a failure does:
+//!
+//! * A failed **write** (ENOSPC, EIO, short write) of a block, `index.ckpt`
+//!   or `MANIFEST` returns [`Error::Io`] naming the file. Nothing is claimed
+//!   durable and the bytes are still in RAM, so the next attempt (same
+//!   offsets) is safe. A write that fails inside `apply` is not applied (a
+//!   system error: the apply loop retries it); ENOSPC maps to Aerospike's
+//!   stop-writes result code for the client. Reads keep working.
+//! * A failed **fsync** (block, temporary checkpoint file, directory) returns
+//!   [`Error::SyncFailed`] and poisons the engine: `apply`, `checkpoint`,
+//!   `tick`, `defrag_step`, `reclaim_expired` and `install` then fail with
+//!   [`Error::Poisoned`]; reads keep working. After a failed fsync the kernel
+//!   may have dropped the dirty pages and cleared the error, so a later fsync
+//!   that succeeds proves nothing. Reopening recovers the last durable
+//!   checkpoint and the WAL replays the rest.
+//! * `durable_applied_index` advances only after the `MANIFEST` is renamed
+//!   into place and its directory fsynced.
 //!
 //! # Concurrency
 //!
@@ -124,9 +153,12 @@
 mod blocks;
 mod checkpoint;
 mod config;
+mod driver;
 mod engine;
 mod error;
+pub mod fault;
 pub mod format;
+pub mod fs;
 mod index;
 pub mod model;
 mod namespace;
@@ -137,8 +169,10 @@ mod view;
 
 pub use blocks::BlockState;
 pub use config::{EngineConfig, NamespaceConfig, ReadMode};
+pub use driver::{BackgroundConfig, BackgroundHandle, BackgroundStats, ClockMs, wall_clock_ms};
 pub use engine::{BlockStats, CheckpointStats, Engine, NamespaceStats, RecoveryReport};
 pub use error::{Error, Result};
+pub use fs::{EngineFile, EngineFs, OpenFor, StdFs};
 pub use namespace::{Counters, DefragProgress};
 pub use recovery::NsRecovery;
 pub use types::*;

@@ -191,7 +191,7 @@ impl NsState {
     /// Reads and verifies the record an entry points at.
     pub fn read_entry(&self, e: &Entry) -> Result<Record> {
         let bytes = self.blocks.read(e.block_id, e.offset, e.len_bytes)?;
-        let path = self.blocks.path_of(e.block_id);
+        let path = self.blocks.block_path(e.block_id);
         let (h, body) = format::decode_version(&bytes, &path, u64::from(e.offset))?;
         let mismatch = |reason: &str| Error::corruption(&path, u64::from(e.offset), reason);
         if h.digest != e.digest {
@@ -409,7 +409,7 @@ impl NsState {
 
     fn last_update_ms(&self, e: &Entry) -> Result<u64> {
         let bytes = self.blocks.read(e.block_id, e.offset, e.len_bytes)?;
-        let path = self.blocks.path_of(e.block_id);
+        let path = self.blocks.block_path(e.block_id);
         Ok(format::decode_header(&bytes, &path, u64::from(e.offset))?.last_update_ms)
     }
 

@@ -9,12 +9,14 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::blocks::{BlockStore, read_block_file};
 use crate::checkpoint::{self, NsManifest};
 use crate::config::{NamespaceConfig, ReadMode};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{self, BLOCK_HEADER_BYTES, RECORD_HEADER_BYTES};
+use crate::fs::{EngineFs, OpenFor};
 use crate::index::{Entry, Index};
 use crate::namespace::{NsState, SetTable};
 use crate::types::{Digest, partition_of};
@@ -34,18 +36,20 @@ pub struct NsRecovery {
 
 /// Opens one namespace as of `manifest` (`None`: nothing durable yet).
 pub fn open_namespace(
+    fs: &Arc<dyn EngineFs>,
     cfg: &NamespaceConfig,
     dir: &Path,
     manifest: Option<&NsManifest>,
     checkpoint_seq: u64,
     read_mode: ReadMode,
 ) -> Result<(NsState, NsRecovery)> {
-    std::fs::create_dir_all(dir).at(dir)?;
+    fs.create_dir_all(dir).at(dir)?;
     let empty = NsManifest::default();
     let manifest = manifest.unwrap_or(&empty);
-    remove_undurable_files(dir, manifest)?;
+    remove_undurable_files(&**fs, dir, manifest)?;
     let mut report = NsRecovery::default();
     let mut blocks = BlockStore::new(
+        fs.clone(),
         dir,
         cfg.write_block_size_bytes,
         cfg.post_write_cache_blocks,
@@ -62,7 +66,7 @@ pub fn open_namespace(
     ns.truncates = manifest.truncates.clone();
     ns.installs = manifest.installs.clone();
     let index_path = dir.join(format::INDEX_FILE);
-    match load_index(&index_path, manifest, checkpoint_seq) {
+    match load_index(&**fs, &index_path, manifest, checkpoint_seq) {
         Ok((index, sets, max_lut_ms)) => {
             ns.index = index;
             ns.sets = sets;
@@ -75,7 +79,7 @@ pub fn open_namespace(
                 .problems
                 .push(format!("index checkpoint unusable: {e}"));
             report.cold_start = true;
-            cold_scan(&mut ns, manifest, &mut report);
+            cold_scan(&**fs, &mut ns, manifest, &mut report);
         }
     }
     let live: Vec<(u32, u32)> = ns.index.iter().map(|e| (e.block_id, e.len_bytes)).collect();
@@ -88,24 +92,22 @@ pub fn open_namespace(
 }
 
 /// Deletes temp files and block files the manifest does not list.
-fn remove_undurable_files(dir: &Path, manifest: &NsManifest) -> Result<()> {
+fn remove_undurable_files(fs: &dyn EngineFs, dir: &Path, manifest: &NsManifest) -> Result<()> {
     let listed: std::collections::BTreeSet<u32> =
         manifest.blocks.iter().map(|(id, _)| *id).collect();
     let mut removed = 0usize;
-    for item in std::fs::read_dir(dir).at(dir)? {
-        let item = item.at(dir)?;
-        let name = item.file_name().to_string_lossy().into_owned();
-        let path = item.path();
+    for name in fs.list(dir).at(dir)? {
+        let path = dir.join(&name);
         let stale_block =
             format::parse_block_file_name(&name).is_some_and(|id| !listed.contains(&id));
         if stale_block || name.ends_with(format::TMP_SUFFIX) {
-            std::fs::remove_file(&path).at(&path)?;
+            fs.remove(&path).at(&path)?;
             removed += 1;
         }
     }
     if removed > 0 {
         tracing::info!(dir = %dir.display(), removed, "removed files written after the last checkpoint");
-        checkpoint::sync_dir(dir)?;
+        checkpoint::sync_dir(fs, dir)?;
     }
     Ok(())
 }
@@ -113,6 +115,7 @@ fn remove_undurable_files(dir: &Path, manifest: &NsManifest) -> Result<()> {
 /// Fast start: loads `index.ckpt` if it belongs to this checkpoint and every
 /// entry points inside a durable block.
 fn load_index(
+    fs: &dyn EngineFs,
     path: &Path,
     manifest: &NsManifest,
     checkpoint_seq: u64,
@@ -120,7 +123,7 @@ fn load_index(
     let durable: HashMap<u32, u32> = manifest.blocks.iter().copied().collect();
     let mut index = Index::new();
     let mut entry_no = 0u64;
-    let header = checkpoint::read_index(path, |e| {
+    let header = checkpoint::read_index(fs, path, |e| {
         let fits = durable.get(&e.block_id).is_some_and(|len| {
             e.offset as usize >= BLOCK_HEADER_BYTES
                 && e.len_bytes as usize >= RECORD_HEADER_BYTES
@@ -161,27 +164,15 @@ struct Candidate {
 
 /// Cold start: the newest visible version of each digest across the durable
 /// parts of the listed blocks.
-fn cold_scan(ns: &mut NsState, manifest: &NsManifest, report: &mut NsRecovery) {
+fn cold_scan(fs: &dyn EngineFs, ns: &mut NsState, manifest: &NsManifest, report: &mut NsRecovery) {
     let mut best: HashMap<Digest, Candidate> = HashMap::new();
     for (block_id, durable_len) in &manifest.blocks {
         let path = ns.blocks.path_of(*block_id);
         if !ns.blocks.blocks().contains_key(block_id) {
             continue; // could not be opened; already reported
         }
-        let data = match std::fs::File::open(&path)
-            .at(&path)
-            .and_then(|f| read_block_file(&path, &f, *durable_len))
-        {
-            Ok(d) => d,
-            Err(e) => {
-                // A short file still holds records up to where it ends.
-                report.problems.push(e.to_string());
-                tracing::error!(error = %e, "block shorter than its durable length");
-                match std::fs::read(&path) {
-                    Ok(d) => d,
-                    Err(_) => continue,
-                }
-            }
+        let Some(data) = read_durable_part(fs, &path, *durable_len, report) else {
+            continue;
         };
         report.bytes_scanned += data.len() as u64;
         if let Err(e) = format::check_block_header(&data, *block_id, &path) {
@@ -193,6 +184,26 @@ fn cold_scan(ns: &mut NsState, manifest: &NsManifest, report: &mut NsRecovery) {
     }
     for (_, candidate) in best {
         ns.index.insert(candidate.entry);
+    }
+}
+
+/// A block's bytes up to its durable length; a short file still holds
+/// records up to where it ends.
+fn read_durable_part(
+    fs: &dyn EngineFs,
+    path: &Path,
+    durable_len: u32,
+    report: &mut NsRecovery,
+) -> Option<Vec<u8>> {
+    let file = fs.open(path, OpenFor::Read).at(path).ok()?;
+    match read_block_file(path, &*file, durable_len) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            report.problems.push(e.to_string());
+            tracing::error!(error = %e, "block shorter than its durable length");
+            let len = file.len_bytes().ok()?.min(u64::from(durable_len));
+            read_block_file(path, &*file, len as u32).ok()
+        }
     }
 }
 

@@ -160,6 +160,7 @@ impl Engine {
     where
         I: IntoIterator<Item = Record>,
     {
+        self.check_healthy()?;
         let handle = self.namespace(ns)?;
         let wanted: BTreeSet<u16> = partitions.iter().copied().collect();
         let mut installed = 0u64;
