@@ -110,22 +110,9 @@ pub fn op_in(op: &Op<'_>, get_all: bool) -> Result<engine::Op, ResultCode> {
     })
 }
 
-/// The result code of an engine error.
+/// The result code of an engine error (the engine names the code).
 pub fn engine_code(error: &engine::Error) -> ResultCode {
-    use engine::Error as E;
-    match error {
-        E::NotFound => ResultCode::NotFound,
-        E::RecordExists => ResultCode::RecordExists,
-        E::GenerationMismatch => ResultCode::Generation,
-        E::BinTypeMismatch => ResultCode::IncompatibleType,
-        E::RecordTooBig { .. } => ResultCode::RecordTooBig,
-        E::Parameter(_) | E::IndexNotAfterApplied { .. } => ResultCode::Parameter,
-        E::StopWrites(_) => ResultCode::OutOfSpace,
-        E::NamespaceNotFound(_) => ResultCode::Namespace,
-        E::BinNameTooLong(_) => ResultCode::BinName,
-        E::KeyMismatch => ResultCode::KeyMismatch,
-        _ => ResultCode::ServerError,
-    }
+    ResultCode::from_u8(error.result_code())
 }
 
 /// The result code of a replication error. Retriable conditions use the
