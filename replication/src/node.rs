@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aerie_engine::{Command, Engine, Outcome};
+use aerie_engine::{BackgroundConfig, BackgroundHandle, Command, Engine, Outcome};
 use aerie_snapshot::{Catalog, ShardMeta, WriteOptions};
 use aerie_wal::{LogBatch, Wal};
 use raft::prelude::{Entry, Message, MessageType, Ready};
@@ -72,7 +72,8 @@ pub struct NodeConfig {
     pub max_inflight_proposals: usize,
     /// How often the log is compacted behind the engine and the snapshots.
     pub compact_interval_ms: u64,
-    /// How often the engine's `tick` runs (block flushes, checkpoints).
+    /// How often the engine's background driver wakes (block flushes,
+    /// checkpoints, expiry, defrag).
     pub engine_tick_interval_ms: u64,
     /// Scheduled snapshots.
     pub snapshot: SnapshotPolicy,
@@ -159,7 +160,7 @@ pub struct Node {
     input: SyncSender<Input>,
     status: Arc<Mutex<Vec<ShardStatus>>>,
     threads: Vec<JoinHandle<()>>,
-    stopped: Arc<std::sync::atomic::AtomicBool>,
+    background: Option<BackgroundHandle>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -271,14 +272,14 @@ impl Node {
             threads.push(worker);
         }
         let status = Arc::new(Mutex::new(shards.iter().map(Shard::status).collect()));
-        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (chunk_requests, chunk_server) = spawn_chunk_server(&config, parts.transport.clone())?;
         threads.push(chunk_server);
-        threads.push(spawn_engine_ticker(
-            &config,
-            parts.engine.clone(),
-            stopped.clone(),
-        )?);
+        // Block flushes, periodic checkpoints (which advance the durable
+        // applied index the log is compacted behind), expiry and defrag.
+        let background = parts.engine.start_background(BackgroundConfig {
+            tick_interval_ms: config.engine_tick_interval_ms,
+            ..BackgroundConfig::default()
+        })?;
         let single = config.voters.len() == 1;
         let ready_loop = ReadyLoop {
             config: config.clone(),
@@ -308,7 +309,7 @@ impl Node {
             input,
             status,
             threads,
-            stopped,
+            background: Some(background),
         };
         if single {
             // A lone member need not wait out an election timeout.
@@ -432,7 +433,9 @@ impl Node {
     }
 
     fn shutdown(&mut self) {
-        self.stopped.store(true, Ordering::SeqCst);
+        if let Some(background) = self.background.take() {
+            background.stop();
+        }
         let _ = self.input.send(Input::Stop);
         for handle in self.threads.drain(..) {
             let _ = handle.join();
@@ -631,27 +634,6 @@ fn spawn_chunk_server(
         })
         .map_err(|e| Error::io(&config.snapshot_dir, e))?;
     Ok((sender, handle))
-}
-
-/// Flushes write blocks and takes the engine's periodic checkpoints, which
-/// advance its durable applied index (and so let the log be compacted).
-fn spawn_engine_ticker(
-    config: &Arc<NodeConfig>,
-    engine: Arc<Engine>,
-    stopped: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<JoinHandle<()>> {
-    let interval = Duration::from_millis(config.engine_tick_interval_ms.max(1));
-    std::thread::Builder::new()
-        .name(format!("engine-tick-{}", config.node_id))
-        .spawn(move || {
-            while !stopped.load(Ordering::SeqCst) {
-                std::thread::sleep(interval);
-                if let Err(e) = engine.tick(now_ms()) {
-                    tracing::error!(error = %e, "engine tick failed");
-                }
-            }
-        })
-        .map_err(|e| Error::io(&config.raft_dir, e))
 }
 
 struct ReadyLoop {
