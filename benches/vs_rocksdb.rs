@@ -19,6 +19,11 @@
 //!   default), `aerie-mmap` with `ReadMode::Mmap`. RocksDB's data is flushed
 //!   and compacted into sorted files first.
 //!
+//! Before the criterion benchmarks of each configuration, a paired run (the
+//! same work on each system in turn, 7 rounds) prints `paired ...` lines: the
+//! median ratio of RocksDB's wall time to Aerie's, robust to the slow spells
+//! of a shared machine that shift criterion's back-to-back figures.
+//!
 //! RocksDB gets its defaults (snappy, no bloom filter, 64 MiB memtable) plus
 //! one setting: a 512 MiB LRU block cache, more than the data set, so every
 //! read can be served from its cache. Aerie keeps its defaults (8 MiB write
@@ -49,6 +54,11 @@ const PUTS_PER_WRITER: u64 = 16;
 const READERS: [u64; 2] = [1, 2];
 const READS_PER_READER: u64 = 1024;
 const ROCKSDB_BLOCK_CACHE_BYTES: usize = 512 << 20;
+/// Rounds of the paired comparison, and iterations (of `PUTS_PER_WRITER` or
+/// `READS_PER_READER` per thread) in each.
+const PAIRED_ROUNDS: usize = 7;
+const PAIRED_PUT_ITERATIONS: u64 = 8;
+const PAIRED_READ_ITERATIONS: u64 = 200;
 /// Most streams (writers) a store serves.
 const MAX_STREAMS: usize = 65;
 
@@ -242,6 +252,40 @@ fn bench_threads(
     });
 }
 
+/// The same work on every store in turn, `PAIRED_ROUNDS` times, so a slow
+/// spell of the shared disk or CPU hits both systems alike; prints each Aerie
+/// variant's median ratio of wall times against RocksDB (>1: Aerie faster).
+fn paired_ratios(
+    label: &str,
+    stores: &[Arc<dyn Store>],
+    threads: u64,
+    iterations: u64,
+    work: &Work,
+) {
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); stores.len()];
+    for _ in 0..PAIRED_ROUNDS {
+        for (store, t) in stores.iter().zip(&mut times) {
+            let (store, work) = (store.clone(), work.clone());
+            let took = run_threads(threads, move |thread| work(&*store, thread, iterations));
+            t.push(took.as_secs_f64());
+        }
+    }
+    let Some((rocks, aerie)) = times.split_last() else {
+        return;
+    };
+    for (store, t) in stores.iter().zip(aerie) {
+        let mut ratios: Vec<f64> = rocks.iter().zip(t).map(|(r, a)| r / a).collect();
+        ratios.sort_by(f64::total_cmp);
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        eprintln!(
+            "paired {label} {}: median {:.2}x RocksDB (rounds, sorted: {})",
+            store.name(),
+            ratios[ratios.len() / 2],
+            shown.join(" ")
+        );
+    }
+}
+
 fn durable_put(c: &mut Criterion) {
     let mut group = c.benchmark_group("durable_put");
     group
@@ -273,6 +317,8 @@ fn durable_put(c: &mut Criterion) {
                     store.put_durable(stream, index, &key(stream, index), &value);
                 }
             });
+            let label = format!("durable_put/{value_bytes}B/{writers}writers");
+            paired_ratios(&label, &stores, writers, PAIRED_PUT_ITERATIONS, &work);
             group.throughput(Throughput::Elements(writers * PUTS_PER_WRITER));
             for store in &stores {
                 let id = format!("{}/{value_bytes}B/{writers}writers", store.name());
@@ -350,6 +396,8 @@ fn point_read(c: &mut Criterion) {
         .sample_size(20)
         .measurement_time(Duration::from_secs(3));
     for readers in READERS {
+        let label = format!("point_read/100B/{readers}readers");
+        paired_ratios(&label, &stores, readers, PAIRED_READ_ITERATIONS, &work);
         group.throughput(Throughput::Elements(readers * READS_PER_READER));
         for store in &stores {
             let id = format!("{}/100B/{readers}readers", store.name());
