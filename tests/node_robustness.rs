@@ -218,7 +218,28 @@ async fn tools_and_an_online_snapshot_restored_on_a_second_node() {
             .await
             .unwrap();
     }
+    let out = aerie(&["info", "--host", &host, "sets/test/s"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "objects=200");
+    let out = aerie(&["info", "--host", &host, "sets"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ns=test:set=s:objects=200;"));
+
+    // The online snapshot is taken while a client keeps writing.
+    let loader = {
+        let client = Client::new(&ClientPolicy::default(), &host).await.unwrap();
+        tokio::spawn(async move {
+            for i in 0..300i64 {
+                let key = as_key!("test", "load", i);
+                client
+                    .put(&WritePolicy::default(), &key, &[as_bin!("i", i)])
+                    .await
+                    .unwrap();
+            }
+            client.close().await.unwrap();
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
     let out = aerie(&["snapshot", "create", "--host", &host]);
+    loader.await.unwrap();
     assert!(
         out.status.success(),
         "{}",

@@ -235,6 +235,28 @@ impl Engine {
         })
     }
 
+    /// Live, unexpired records per set at `now_ms` (sets with none left out;
+    /// "" is records without a set). RAM only: one pass over the index.
+    pub fn set_counts(&self, ns: &str, now_ms: u64) -> Result<Vec<(String, u64)>> {
+        let handle = self.namespace(ns)?;
+        let state = handle.read();
+        let names = state.sets.names();
+        let mut counts = vec![0u64; names.len().max(1)];
+        for e in state.index.iter() {
+            if !e.is_tombstone() && !is_expired(e.void_time, now_ms) {
+                if let Some(count) = counts.get_mut(usize::from(e.set_id)) {
+                    *count += 1;
+                }
+            }
+        }
+        Ok(names
+            .iter()
+            .zip(counts)
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| (name.clone(), n))
+            .collect())
+    }
+
     /// Count and checksum of a partition's records live at `now_ms`. RAM only.
     pub fn partition_summary(
         &self,

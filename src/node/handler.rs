@@ -523,7 +523,7 @@ impl Server {
             names::NAMESPACES => ns_list(),
             names::NAMESPACE => self.namespace_stats(command.rest.unwrap_or("")),
             names::STATISTICS => self.statistics(),
-            names::SETS => String::new(),
+            names::SETS => self.sets(command.rest.unwrap_or("")),
             names::VERSION => info::version_answer("Aerie", info::BUILD_VERSION),
             names::EDITION => "Aerie".into(),
             "features" => "batch-any;batch-index;float;geo;peers;pipelining;pscans;replicas;truncate-namespace".into(),
@@ -562,6 +562,36 @@ impl Server {
             ("device_total_bytes", stats.size_limit_bytes.to_string()),
             ("replication-factor", "1".to_string()),
         ])
+    }
+
+    /// `sets`, `sets/<ns>`, `sets/<ns>/<set>` (spec §2.3): per set
+    /// `ns=..:set=..:objects=N;`, or for one set only `objects=N`.
+    fn sets(&self, path: &str) -> String {
+        let mut parts = path.split('/').filter(|p| !p.is_empty());
+        let (ns_filter, set_filter) = (parts.next(), parts.next());
+        let mut out = String::new();
+        for ns in self
+            .namespaces
+            .iter()
+            .filter(|n| ns_filter.is_none_or(|f| f == n.as_str()))
+        {
+            let Ok(counts) = self.engine.set_counts(ns, now_ms()) else {
+                continue;
+            };
+            for (set, objects) in counts.iter().filter(|(s, _)| !s.is_empty()) {
+                // Info text is split on these; a set name cannot carry them.
+                let set = set.replace([':', ';', '\n', '\t', '='], "_");
+                match set_filter {
+                    Some(wanted) if wanted == set.as_str() => return format!("objects={objects}"),
+                    Some(_) => {}
+                    None => out.push_str(&format!("ns={ns}:set={set}:objects={objects};")),
+                }
+            }
+        }
+        if set_filter.is_some() {
+            return "objects=0".into();
+        }
+        out
     }
 
     fn statistics(&self) -> String {
