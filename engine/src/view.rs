@@ -243,10 +243,11 @@ impl Engine {
         let names = state.sets.names();
         let mut counts = vec![0u64; names.len().max(1)];
         for e in state.index.iter() {
-            if !e.is_tombstone() && !is_expired(e.void_time, now_ms) {
-                if let Some(count) = counts.get_mut(usize::from(e.set_id)) {
-                    *count += 1;
-                }
+            if !e.is_tombstone()
+                && !is_expired(e.void_time, now_ms)
+                && let Some(count) = counts.get_mut(usize::from(e.set_id))
+            {
+                *count += 1;
             }
         }
         Ok(names
