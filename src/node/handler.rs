@@ -309,12 +309,7 @@ impl Server {
                 }
             };
             self.batch_row(index, &digest, attrs, barrier, out);
-            if out.len() - frame_start >= STREAM_FRAME_BYTES {
-                encode_or_log(framing::finish_frame(out, frame_start));
-                writer.write_all(out).await?;
-                out.clear();
-                frame_start = framing::begin_frame(out, MessageType::AsMsg);
-            }
+            frame_start = flush_full_frame(out, frame_start, writer).await?;
         }
         encode_last(out, ResultCode::Ok);
         encode_or_log(framing::finish_frame(out, frame_start));
@@ -408,12 +403,7 @@ impl Server {
                     scan::encode_partition_done(out, partition, code);
                 }
             }
-            if out.len() - frame_start >= STREAM_FRAME_BYTES {
-                encode_or_log(framing::finish_frame(out, frame_start));
-                writer.write_all(out).await?;
-                out.clear();
-                frame_start = framing::begin_frame(out, MessageType::AsMsg);
-            }
+            frame_start = flush_full_frame(out, frame_start, writer).await?;
         }
         encode_last(out, ResultCode::Ok);
         encode_or_log(framing::finish_frame(out, frame_start));
@@ -646,6 +636,22 @@ impl Server {
         }
         "ok".into()
     }
+}
+
+/// Sends the stream frame being built once it reaches `STREAM_FRAME_BYTES`
+/// and starts the next; returns where the current frame starts.
+async fn flush_full_frame<W: AsyncWrite + Unpin>(
+    out: &mut Vec<u8>,
+    frame_start: usize,
+    writer: &mut W,
+) -> std::io::Result<usize> {
+    if out.len() - frame_start < STREAM_FRAME_BYTES {
+        return Ok(frame_start);
+    }
+    encode_or_log(framing::finish_frame(out, frame_start));
+    writer.write_all(out).await?;
+    out.clear();
+    Ok(framing::begin_frame(out, MessageType::AsMsg))
 }
 
 /// The result ops of a pure read: all bins (GET_ALL), none (header only), or
