@@ -81,8 +81,9 @@
 //!
 //! Measured (`cargo bench -p aerie-engine -- --quick read`, 20k records in
 //! sealed uncached blocks, page cache warm, 2-core VM): `get` of a 100 B /
-//! 1 KiB / 10 KiB record took 1.29 / 1.48 / 2.59 µs with `pread` and 0.63 /
-//! 0.92 / 1.84 µs with `mmap`. `Pread` stays the default anyway: with `mmap` a
+//! 1 KiB / 10 KiB record took 0.97 / 1.16 / 2.50 µs with `pread` and 0.30 /
+//! 0.69 / 1.57 µs with `mmap` (after the index probe lost its division; two
+//! back-to-back runs differed by up to 40 %). `Pread` stays the default anyway: with `mmap` a
 //! device error or a file cut short by someone else is a SIGBUS that kills the
 //! node instead of an [`Error`] naming the file and offset, and every block
 //! costs a mapping (`vm.max_map_count` is 65 530 by default: 512 GiB of 8 MiB
