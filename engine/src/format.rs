@@ -240,11 +240,32 @@ pub const RECORD_IMAGE_FIXED_BYTES: usize = 34;
 /// Encodes a record on its own, outside any block (what snapshots carry): the
 /// fixed fields, then the same body as a live version. See `FORMAT.md`.
 pub fn encode_record_image(record: &Record, out: &mut Vec<u8>) {
-    out.extend_from_slice(&record.digest);
-    out.extend_from_slice(&record.generation.to_le_bytes());
-    out.extend_from_slice(&record.void_time.to_le_bytes());
-    out.extend_from_slice(&record.last_update_ms.to_le_bytes());
+    put_image_prefix(
+        record.digest,
+        record.generation,
+        record.void_time,
+        record.last_update_ms,
+        out,
+    );
     encode_body(record, out);
+}
+
+/// The fixed fields of the image of a stored version (its body follows as is).
+pub fn encode_image_prefix(h: &VersionHeader, out: &mut Vec<u8>) {
+    put_image_prefix(h.digest, h.generation, h.void_time, h.last_update_ms, out);
+}
+
+fn put_image_prefix(
+    digest: Digest,
+    generation: u16,
+    void_time: u32,
+    last_update_ms: u64,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(&digest);
+    out.extend_from_slice(&generation.to_le_bytes());
+    out.extend_from_slice(&void_time.to_le_bytes());
+    out.extend_from_slice(&last_update_ms.to_le_bytes());
 }
 
 /// Decodes a record image that fills `bytes` exactly; says why not.

@@ -200,6 +200,23 @@ impl NsState {
         body.ok_or_else(|| mismatch("index expects a live record, found a tombstone"))
     }
 
+    /// Appends the record image (see `format::encode_record_image`) of a live
+    /// entry to `out` without decoding its bins: the body of a stored version
+    /// is the image's body byte for byte. The version's CRC and digest are
+    /// checked.
+    pub fn read_image(&self, e: &Entry, out: &mut Vec<u8>) -> Result<()> {
+        let bytes = self.blocks.read(e.block_id, e.offset, e.len_bytes)?;
+        let path = self.blocks.block_path(e.block_id);
+        let h = format::decode_header(&bytes, &path, u64::from(e.offset))?;
+        if h.digest != e.digest || h.is_tombstone() {
+            let reason = "index expects this live record, the block holds another version";
+            return Err(Error::corruption(&path, u64::from(e.offset), reason));
+        }
+        format::encode_image_prefix(&h, out);
+        out.extend_from_slice(&bytes[format::RECORD_HEADER_BYTES..]);
+        Ok(())
+    }
+
     /// Point read.
     pub fn get(
         &self,

@@ -44,6 +44,23 @@ impl View {
     pub fn records(&self) -> impl Iterator<Item = Result<Record>> + '_ {
         self.entries.iter().map(|e| self.ns.read().read_entry(e))
     }
+
+    /// Calls `f` with each record's digest and image
+    /// (`format::encode_record_image` bytes), by partition then digest,
+    /// without decoding the bins (each version is CRC-checked): what a
+    /// snapshot copies.
+    pub fn for_each_image<E: From<Error>>(
+        &self,
+        mut f: impl FnMut(&Digest, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut image = Vec::new();
+        for e in &self.entries {
+            image.clear();
+            self.ns.read().read_image(e, &mut image)?;
+            f(&e.digest, &image)?;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for View {

@@ -100,13 +100,14 @@ impl Capture {
         let mut writer = SnapshotWriter::create(dir, header, options)?;
         let mut written = 0u64;
         for (position, view) in self.views.iter().enumerate() {
-            for record in view.records() {
-                writer.push(position as u16, &record?)?;
+            view.for_each_image(|digest, image| {
+                writer.push_image(position as u16, digest, image)?;
                 written += 1;
                 if written.is_multiple_of(4096) {
                     progress(written);
                 }
-            }
+                Ok::<(), Error>(())
+            })?;
         }
         progress(written);
         writer.finish()

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use aerie_engine::{Record, partition_of};
+use aerie_engine::{Digest, Record, partition_of};
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
@@ -178,14 +178,31 @@ impl SnapshotWriter {
 
     /// Adds a record of the namespace at position `namespace` of the header.
     pub fn push(&mut self, namespace: u16, record: &Record) -> Result<()> {
-        self.check_order(namespace, record)?;
+        self.append(namespace, &record.digest, |raw| {
+            aerie_engine::format::encode_record_image(record, raw);
+        })
+    }
+
+    /// Adds a record already encoded as an image (what the engine's views
+    /// hand out without decoding).
+    pub fn push_image(&mut self, namespace: u16, digest: &Digest, image: &[u8]) -> Result<()> {
+        self.append(namespace, digest, |raw| raw.extend_from_slice(image))
+    }
+
+    fn append(
+        &mut self,
+        namespace: u16,
+        digest: &Digest,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<()> {
+        self.check_order(namespace, digest)?;
         if namespace != self.raw_namespace && self.raw_records > 0 {
             self.write_chunk()?;
         }
         self.raw_namespace = namespace;
         let start = self.raw.len();
         self.raw.extend_from_slice(&[0; 4]);
-        aerie_engine::format::encode_record_image(record, &mut self.raw);
+        write(&mut self.raw);
         let len = self.raw.len() - start - 4;
         if len > MAX_RECORD_BYTES as usize {
             self.raw.truncate(start);
@@ -201,17 +218,17 @@ impl SnapshotWriter {
 
     /// Rejects records out of order, of unknown namespaces or foreign
     /// partitions: what a reader would reject must never be written.
-    fn check_order(&mut self, namespace: u16, record: &Record) -> Result<()> {
+    fn check_order(&mut self, namespace: u16, digest: &Digest) -> Result<()> {
         if usize::from(namespace) >= self.header.namespaces.len() {
             return Err(Error::Invalid(format!("namespace position {namespace}")));
         }
-        let partition = partition_of(&record.digest);
+        let partition = partition_of(digest);
         if self.header.partitions.binary_search(&partition).is_err() {
             return Err(Error::Invalid(format!(
                 "record of partition {partition}, not in the snapshot"
             )));
         }
-        let key = (namespace, partition, record.digest);
+        let key = (namespace, partition, *digest);
         if self.last_key.is_some_and(|last| last >= key) {
             return Err(Error::Invalid("records out of order or repeated".into()));
         }
