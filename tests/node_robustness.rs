@@ -303,3 +303,58 @@ async fn tools_and_an_online_snapshot_restored_on_a_second_node() {
     client.close().await.unwrap();
     assert_eq!(second.terminate(), Some(0));
 }
+
+#[test]
+fn idle_connections_are_closed_and_connections_past_the_limit_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("aerie.toml");
+    std::fs::write(
+        &config,
+        "[service]\nidle_timeout_ms = 1500\nmax_connections = 2\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let node = NodeProcess::start_with(&dir.path().join("data"), port, Some(&config));
+
+    // An idle connection is closed by the server after ~1.5 s.
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1];
+    assert_eq!(
+        idle.read(&mut buf).unwrap_or(0),
+        0,
+        "expected the server to close"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "closed before its idle timeout"
+    );
+
+    // Two connections held open; a third is accepted by the kernel and
+    // closed at once by the node.
+    let first = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let second = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let answer = send_raw(port, &frame(1, b"node\n"));
+    assert!(
+        answer.is_empty(),
+        "a third connection was served: {answer:?}"
+    );
+    drop((first, second));
+    // Once the node has seen them go, connections are served again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = send_raw(port, &frame(1, b"node\n"));
+        if String::from_utf8_lossy(&answer).contains("node\t") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never served again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(node.terminate(), Some(0));
+}

@@ -1,5 +1,42 @@
-//! Aerie's shards: the 4096 partitions split into raft groups whose logs live
-//! in the node's WAL and whose state machine is the engine.
+//! Aerie's shards: the 4096 partitions split into raft groups (tikv `raft`
+//! 0.7, `RawNode`) whose logs live in the node's one WAL and whose state
+//! machine is the engine. Every write goes through a group, even on one node.
+//!
+//! # Who owns what
+//!
+//! * [`Node`] (`node.rs`): the public API (propose, read barriers, status,
+//!   snapshots now) and **the ready loop**, one thread that owns every shard's
+//!   `RawNode`: it takes the queued inputs, ticks, collects every shard's
+//!   `Ready`, writes all their entries and hard states in one WAL group commit,
+//!   then sends messages and hands committed entries on.
+//! * `apply.rs`: **one apply loop per shard** applying committed entries in
+//!   order to the engine, answering proposers, and taking scheduled snapshots
+//!   between two entries (where the engine's views are at exactly one index).
+//! * [`storage`]: raft-rs `Storage` answered from the WAL stream of the shard
+//!   and its [`meta`] file (compaction point with its term, membership, a log
+//!   reset still to write).
+//! * `install.rs`: a follower told to install a snapshot fetches the file in
+//!   chunks (resumable), verifies it, installs it into the engine; the other
+//!   side serves chunks.
+//! * [`transport`]: the [`transport::Transport`] trait and the in-process
+//!   [`transport::LocalNetwork`] with drops, delays, reordering and partitions.
+//! * [`codec`]: the bytes of a log entry — the only module naming `bincode`.
+//! * [`shards`]: partitions to shards; shard `s` uses WAL stream and engine
+//!   log `s + 1`.
+//!
+//! # The invariants
+//!
+//! * A proposal is answered only once its entry is applied here; if
+//!   leadership is lost first the answer is `InDoubt`, if another entry took
+//!   its index it is `Dropped` (never applied).
+//! * Nothing is applied twice: after a restart raft re-delivers committed
+//!   entries after `min(engine durable applied index, commit)` and the apply
+//!   loop skips those the engine already has.
+//! * The log is compacted only up to what both the engine's durable state and
+//!   the newest snapshot cover, so a lagging follower can always be rebuilt
+//!   from a snapshot plus the log tail.
+//! * A shard whose snapshot is installing is neither stepped nor ticked:
+//!   raft holds that ready open until the engine has the snapshot.
 
 mod apply;
 pub mod codec;
@@ -12,7 +49,6 @@ pub mod shards;
 pub mod storage;
 pub mod transport;
 
-pub use error::{Error, Result};
-
 pub use apply::SnapshotPolicy;
+pub use error::{Error, Result};
 pub use node::{Node, NodeConfig, NodeParts, ReadConsistency, ShardStatus, now_ms};

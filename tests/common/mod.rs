@@ -27,10 +27,20 @@ impl NodeProcess {
     }
 
     pub fn start_on(data_dir: &Path, port: u16) -> NodeProcess {
+        Self::start_with(data_dir, port, None)
+    }
+
+    /// Starts with a config file (the environment still sets the data dir
+    /// and ports).
+    pub fn start_with(data_dir: &Path, port: u16, config: Option<&Path>) -> NodeProcess {
         let log = data_dir.with_extension(format!("{port}.log"));
         let metrics_port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_aerie"))
-            .arg("node")
+        let mut command = Command::new(env!("CARGO_BIN_EXE_aerie"));
+        command.arg("node");
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let child = command
             .env("AERIE_DATA_DIR", data_dir)
             .env("AERIE_PORT", port.to_string())
             .env("AERIE_METRICS_PORT", metrics_port.to_string())
