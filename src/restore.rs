@@ -9,7 +9,9 @@ use aerie_engine::{Engine, PARTITION_COUNT};
 use aerie_replication::codec;
 use aerie_replication::shards::{ShardMap, stream_id};
 use aerie_snapshot::pitr::{self, Target};
-use aerie_snapshot::{Capture, Header, ShardMeta, SnapshotReader, WriteOptions, install};
+use aerie_snapshot::{
+    Capture, Header, ShardMeta, SnapshotReader, VerifyReport, WriteOptions, install_verified,
+};
 use aerie_wal::archive::ArchivedStream;
 use clap::Args;
 
@@ -159,9 +161,10 @@ pub fn run(args: RestoreArgs) -> Result<()> {
         .iter()
         .map(|path| SnapshotReader::open(path).map_err(Error::from))
         .collect::<Result<Vec<_>>>()?;
-    for r in &readers {
-        snapshot_cmd::verify(r.path())?;
-    }
+    let reports = readers
+        .iter()
+        .map(snapshot_cmd::verify_reader)
+        .collect::<Result<Vec<_>>>()?;
     let map = check_set(&readers)?;
     let first = readers[0].header().clone();
     let meta = ClusterMeta {
@@ -173,10 +176,11 @@ pub fn run(args: RestoreArgs) -> Result<()> {
     let engine_dir = args.data_dir.join("engine");
     let engine = Engine::open(datadir::engine_config(&engine_dir, &meta.namespaces))?;
     let snapshot_dir = args.data_dir.join("snapshots");
-    for reader in &readers {
+    for (reader, report) in readers.iter().zip(&reports) {
         restore_shard(
             &engine,
             reader,
+            report,
             &args.wal_archive,
             target,
             &snapshot_dir,
@@ -196,6 +200,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
 fn restore_shard(
     engine: &Engine,
     reader: &SnapshotReader,
+    report: &VerifyReport,
     archives: &[PathBuf],
     target: Option<Target>,
     snapshot_dir: &Path,
@@ -207,7 +212,7 @@ fn restore_shard(
         reader.footer().records,
         false,
     );
-    install(engine, reader, |n| progress.set(n))?;
+    install_verified(engine, reader, report, |n| progress.set(n))?;
     progress.finish();
     let Some(target) = target else {
         std::fs::create_dir_all(snapshot_dir).map_err(|source| io(snapshot_dir, source))?;

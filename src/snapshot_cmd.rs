@@ -180,7 +180,12 @@ fn list(dir: &Path) -> Result<()> {
 
 /// Verifies one file with progress.
 pub fn verify(path: &Path) -> Result<VerifyReport> {
-    let reader = SnapshotReader::open(path)?;
+    verify_reader(&SnapshotReader::open(path)?)
+}
+
+/// Verifies an open file with progress.
+pub fn verify_reader(reader: &SnapshotReader) -> Result<VerifyReport> {
+    let path = reader.path();
     let mut progress = Progress::new(
         &format!("verify {}", path.display()),
         reader.footer().chunk_bytes,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use aerie_engine::Engine;
 use aerie_snapshot::transfer::{ChunkSource, Receiver as FileReceiver};
-use aerie_snapshot::{SnapshotReader, format};
+use aerie_snapshot::{SnapshotReader, VerifyReport, format};
 
 use crate::codec::SnapshotRef;
 use crate::error::{Error, Result};
@@ -64,8 +64,8 @@ pub struct Fetch {
 }
 
 impl Fetch {
-    /// Fetches the file into `dir` and returns its path once it verified.
-    pub fn run(&self) -> Result<PathBuf> {
+    /// Fetches the file into `dir`; returns its full verification.
+    pub fn run(&self) -> Result<VerifyReport> {
         let name = &self.reference.file_name;
         let mut receiver = FileReceiver::open(&self.dir, name)?;
         let mut retries = 0;
@@ -93,7 +93,7 @@ impl Fetch {
                 }
             }
         }
-        Ok(receiver.finish()?.path)
+        Ok(receiver.finish()?)
     }
 
     /// The bytes at `offset`, `None` on a timeout. Stale answers are skipped.
@@ -118,8 +118,13 @@ impl Fetch {
     }
 }
 
-/// Installs a verified snapshot file into the engine.
-pub fn install_file(engine: &Engine, path: &Path) -> Result<u64> {
-    let reader = SnapshotReader::open(path)?;
-    Ok(aerie_snapshot::install(engine, &reader, |_| {})?)
+/// Installs a fetched (and so fully verified) snapshot file into the engine.
+pub fn install_file(engine: &Engine, verified: &VerifyReport) -> Result<u64> {
+    let reader = SnapshotReader::open(&verified.path)?;
+    Ok(aerie_snapshot::install_verified(
+        engine,
+        &reader,
+        verified,
+        |_| {},
+    )?)
 }

@@ -1006,7 +1006,7 @@ fn fetch_and_install(fetch: &Fetch, engine: &Engine) -> Result<PathBuf> {
     loop {
         let result = fetch
             .run()
-            .and_then(|path| install::install_file(engine, &path).map(|_| path));
+            .and_then(|verified| install::install_file(engine, &verified).map(|_| verified.path));
         match result {
             Ok(path) => return Ok(path),
             Err(e) if attempt >= INSTALL_ATTEMPTS => return Err(e),

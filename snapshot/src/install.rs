@@ -8,7 +8,7 @@ use aerie_engine::Engine;
 use crate::error::{Error, Result};
 use std::sync::mpsc::{Receiver, sync_channel};
 
-use crate::reader::{Chunk, SnapshotReader};
+use crate::reader::{Chunk, SnapshotReader, VerifyReport};
 
 /// Installs `reader`'s records into `engine`, replacing the snapshot's
 /// partitions in every namespace; the engine's applied (and, once this returns,
@@ -20,7 +20,25 @@ use crate::reader::{Chunk, SnapshotReader};
 /// emptied and the log's applied index reset to 0, so the shard asks for a
 /// snapshot again instead of serving half of one.
 pub fn install(engine: &Engine, reader: &SnapshotReader, progress: impl FnMut(u64)) -> Result<u64> {
-    reader.verify(|_| {})?;
+    let report = reader.verify(|_| {})?;
+    install_verified(engine, reader, &report, progress)
+}
+
+/// [`install`] for a file whose full verification the caller already holds
+/// (from [`SnapshotReader::verify`] or a transfer's `Receiver::finish`), so
+/// the file is not read one more time.
+pub fn install_verified(
+    engine: &Engine,
+    reader: &SnapshotReader,
+    report: &VerifyReport,
+    progress: impl FnMut(u64),
+) -> Result<u64> {
+    if report.path != reader.path() || report.footer != *reader.footer() {
+        return Err(Error::Invalid(format!(
+            "{}: the verify report is of another file",
+            reader.path().display()
+        )));
+    }
     let header = reader.header();
     for ns in &header.namespaces {
         if !engine.config().namespaces.iter().any(|n| n.name == ns.name) {

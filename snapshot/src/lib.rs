@@ -51,7 +51,7 @@ pub use catalog::{Catalog, CatalogEntry, Retention, apply_retention};
 pub use create::{Capture, ShardMeta};
 pub use error::{Error, Result};
 pub use format::Header;
-pub use install::install;
+pub use install::{install, install_verified};
 pub use reader::{Chunk, SnapshotReader, VerifyReport};
 pub use transfer::{ChunkSource, Receiver};
 pub use writer::{SnapshotInfo, SnapshotWriter, WriteOptions};

@@ -250,19 +250,6 @@ impl SnapshotReader {
         (0..self.chunk_count()).map(|i| self.chunk(i))
     }
 
-    /// The records of namespace position `namespace`, chunk by chunk.
-    pub fn records_of(&self, namespace: u16) -> impl Iterator<Item = Result<Record>> + '_ {
-        (0..self.chunk_count())
-            .filter(move |&i| {
-                self.chunk_header(i)
-                    .map_or(true, |h| h.namespace == namespace)
-            })
-            .flat_map(move |i| match self.chunk(i) {
-                Ok(chunk) => chunk.records.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(e) => vec![Err(e)],
-            })
-    }
-
     /// Checks every chunk, the order of all records and the footer's counts
     /// and checksum. Memory: one chunk.
     pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<VerifyReport> {
