@@ -176,16 +176,25 @@ pub fn run(args: RestoreArgs) -> Result<()> {
     let engine_dir = args.data_dir.join("engine");
     let engine = Engine::open(datadir::engine_config(&engine_dir, &meta.namespaces))?;
     let snapshot_dir = args.data_dir.join("snapshots");
-    for (reader, report) in readers.iter().zip(&reports) {
-        restore_shard(
-            &engine,
-            reader,
-            report,
-            &args.wal_archive,
-            target,
-            &snapshot_dir,
-            &meta,
-        )?;
+    // Every shard's stream from one read of the archive.
+    let logs = match target {
+        Some(_) => {
+            let wanted: Vec<(u64, u64)> = readers
+                .iter()
+                .map(|r| {
+                    (
+                        stream_id(r.header().shard_id),
+                        r.header().index.saturating_sub(1),
+                    )
+                })
+                .collect();
+            ArchivedStream::scan_many(&args.wal_archive, &wanted)?
+        }
+        None => Vec::new(),
+    };
+    for (i, (reader, report)) in readers.iter().zip(&reports).enumerate() {
+        let pitr = target.zip(logs.get(i));
+        restore_shard(&engine, reader, report, pitr, &snapshot_dir, &meta)?;
     }
     engine.close()?;
     let dd = DataDir::create(&args.data_dir, meta)?;
@@ -201,8 +210,7 @@ fn restore_shard(
     engine: &Engine,
     reader: &SnapshotReader,
     report: &VerifyReport,
-    archives: &[PathBuf],
-    target: Option<Target>,
+    pitr: Option<(Target, &ArchivedStream)>,
     snapshot_dir: &Path,
     meta: &ClusterMeta,
 ) -> Result<()> {
@@ -214,7 +222,7 @@ fn restore_shard(
     );
     install_verified(engine, reader, report, |n| progress.set(n))?;
     progress.finish();
-    let Some(target) = target else {
+    let Some((target, log)) = pitr else {
         std::fs::create_dir_all(snapshot_dir).map_err(|source| io(snapshot_dir, source))?;
         let copy = snapshot_dir.join(reader.path().file_name().unwrap_or_default());
         std::fs::copy(reader.path(), &copy).map_err(|source| io(&copy, source))?;
@@ -227,9 +235,8 @@ fn restore_shard(
         );
         return Ok(());
     };
-    let log = ArchivedStream::scan(archives, stream_id(h.shard_id), h.index.saturating_sub(1))?;
     let decode = |payload: &[u8]| codec::command_of(payload).map_err(|e| e.to_string());
-    let replayed = pitr::replay(engine, h, &log, target, &decode)?;
+    let replayed = pitr::replay(engine, h, log, target, &decode)?;
     println!(
         "shard {}: snapshot at index {}, {} entries replayed, now at index {} (term {})",
         h.shard_id, h.index, replayed.entries, replayed.last_index, replayed.last_term

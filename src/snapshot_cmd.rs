@@ -99,6 +99,11 @@ pub fn create(data_dir: &Path, out: Option<PathBuf>, zstd_level: i32) -> Result<
         ..WriteOptions::default()
     };
     let map = dd.shard_map();
+    // Offline nothing applies: each shard's capture is at its applied index.
+    let indices: Vec<u64> = (0..map.shards())
+        .map(|s| engine.applied_index(log_id(s)))
+        .collect();
+    let terms = terms_at(&dd, &indices)?;
     let mut written = Vec::new();
     for shard in 0..map.shards() {
         let meta = ShardMeta {
@@ -109,7 +114,12 @@ pub fn create(data_dir: &Path, out: Option<PathBuf>, zstd_level: i32) -> Result<
             partitions: map.partitions(shard),
         };
         let capture = Capture::take(&engine, meta.log_id, &meta.partitions)?;
-        let term = term_at(&dd, shard, capture.index())?;
+        if capture.index() != indices[shard as usize] {
+            return Err(Error::Refused(format!(
+                "shard {shard} moved while the data dir was locked"
+            )));
+        }
+        let term = terms[shard as usize];
         let mut progress = Progress::new(&format!("shard {shard}"), capture.records(), false);
         let info = capture.write(&out, &meta, term, now_ms(), options, |n| progress.set(n))?;
         progress.finish();
@@ -125,34 +135,50 @@ pub fn create(data_dir: &Path, out: Option<PathBuf>, zstd_level: i32) -> Result<
     Ok(written)
 }
 
-/// The raft term of `index` of `shard`'s log: from the WAL (live or archived)
-/// when the entry is still there, else from a snapshot at that very index.
-fn term_at(dd: &DataDir, shard: u32, index: u64) -> Result<u64> {
-    if index == 0 {
-        return Ok(0);
-    }
+/// The raft term of `indices[s]` of every shard `s`'s log: from the WAL (live
+/// or archived, read once for all shards) when the entry is still there, else
+/// from a snapshot at that very index.
+fn terms_at(dd: &DataDir, indices: &[u64]) -> Result<Vec<u64>> {
     let dirs: Vec<PathBuf> = [dd.wal_dir(), dd.wal_archive_dir()]
         .into_iter()
         .filter(|d| d.is_dir())
         .collect();
-    if !dirs.is_empty()
-        && let Some(term) = ArchivedStream::scan(&dirs, stream_id(shard), index - 1)?.term(index)
-    {
-        return Ok(term);
-    }
-    if dd.snapshot_dir().is_dir() {
-        let catalog = Catalog::list(&dd.snapshot_dir())?;
-        let same = catalog
-            .entries
-            .iter()
-            .find(|e| e.header.shard_id == shard && e.header.index == index);
-        if let Some(entry) = same {
-            return Ok(entry.header.term);
+    let wanted: Vec<(u64, u64)> = (0..indices.len() as u32)
+        .map(|s| (stream_id(s), indices[s as usize].saturating_sub(1)))
+        .collect();
+    let logs = if dirs.is_empty() {
+        Vec::new()
+    } else {
+        ArchivedStream::scan_many(&dirs, &wanted)?
+    };
+    let catalog = if dd.snapshot_dir().is_dir() {
+        Catalog::list(&dd.snapshot_dir())?
+    } else {
+        Catalog::default()
+    };
+    let term_of = |shard: u32, index: u64| {
+        if index == 0 {
+            return Ok(0);
         }
-    }
-    Err(Error::Refused(format!(
-        "the term of index {index} of shard {shard} is in neither the WAL nor a snapshot"
-    )))
+        let from_log = logs.get(shard as usize).and_then(|log| log.term(index));
+        let from_snapshot = || {
+            catalog
+                .entries
+                .iter()
+                .find(|e| e.header.shard_id == shard && e.header.index == index)
+                .map(|e| e.header.term)
+        };
+        from_log.or_else(from_snapshot).ok_or_else(|| {
+            Error::Refused(format!(
+                "the term of index {index} of shard {shard} is in neither the WAL nor a snapshot"
+            ))
+        })
+    };
+    indices
+        .iter()
+        .enumerate()
+        .map(|(shard, &index)| term_of(shard as u32, index))
+        .collect()
 }
 
 fn list(dir: &Path) -> Result<()> {

@@ -79,14 +79,26 @@ impl ArchivedStream {
     /// Scans every segment in `dirs` (oldest first) for `stream`, keeping the
     /// locations of entries after `after_index`.
     pub fn scan(dirs: &[PathBuf], stream: u64, after_index: u64) -> Result<ArchivedStream> {
-        let mut found = ArchivedStream {
-            stream,
-            entries: BTreeMap::new(),
-            first_seen: None,
-            last_seen: 0,
-            hard_state: HardState::default(),
-            files: BTreeMap::new(),
-        };
+        let mut found = ArchivedStream::scan_many(dirs, &[(stream, after_index)])?;
+        found
+            .pop()
+            .ok_or_else(|| Error::Config("no stream asked for".into()))
+    }
+
+    /// [`ArchivedStream::scan`] for several `(stream, after_index)` at once,
+    /// reading each segment once: one result per request, in order.
+    pub fn scan_many(dirs: &[PathBuf], requests: &[(u64, u64)]) -> Result<Vec<ArchivedStream>> {
+        let mut found: Vec<ArchivedStream> = requests
+            .iter()
+            .map(|&(stream, _)| ArchivedStream {
+                stream,
+                entries: BTreeMap::new(),
+                first_seen: None,
+                last_seen: 0,
+                hard_state: HardState::default(),
+                files: BTreeMap::new(),
+            })
+            .collect();
         let segments = list_segments(dirs)?;
         let newest = segments.keys().next_back().copied();
         for (seq, path) in segments {
@@ -96,8 +108,10 @@ impl ArchivedStream {
             let data = scan::read_segment(file.as_ref(), &path)?;
             format::check_segment_header(&data, seq)
                 .map_err(|reason| Error::corruption(&path, 0, reason))?;
-            found.scan_segment(&data, seq, &path, after_index, Some(seq) == newest)?;
-            found.files.insert(seq, (path, file));
+            for (stream, &(_, after_index)) in found.iter_mut().zip(requests) {
+                stream.scan_segment(&data, seq, &path, after_index, Some(seq) == newest)?;
+                stream.files.insert(seq, (path.clone(), file.clone()));
+            }
         }
         Ok(found)
     }
