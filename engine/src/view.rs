@@ -9,7 +9,7 @@ use crate::engine::{Engine, Namespace, lock};
 use crate::error::{Error, Result};
 use crate::format::{MAX_BIN_NAME_BYTES, MAX_SET_NAME_BYTES};
 use crate::index::Entry;
-use crate::namespace::Stamp;
+use crate::namespace::{NsState, Stamp};
 use crate::types::{Digest, Record, Value, is_expired, partition_of};
 
 /// A read view of some partitions as of the moment it was taken. It copies the
@@ -115,6 +115,23 @@ fn record_hash(e: &Entry) -> u64 {
     mix64(word(0) ^ mix64(word(8) ^ mix64(tail ^ mix64(meta))))
 }
 
+/// The live entries of `wanted` partitions, by partition then digest, with
+/// the blocks they point into pinned.
+fn pin_entries(state: &mut NsState, wanted: &BTreeSet<u16>) -> (Vec<Entry>, Vec<u32>) {
+    let mut entries: Vec<Entry> = wanted
+        .iter()
+        .flat_map(|p| state.index.partition(*p).entries().iter())
+        .filter(|e| !e.is_tombstone())
+        .copied()
+        .collect();
+    entries.sort_unstable_by_key(|e| (partition_of(&e.digest), e.digest));
+    let pinned: BTreeSet<u32> = entries.iter().map(|e| e.block_id).collect();
+    for block in &pinned {
+        state.blocks.pin(*block);
+    }
+    (entries, pinned.into_iter().collect())
+}
+
 fn validate_install(record: &Record, partitions: &BTreeSet<u16>) -> Result<()> {
     let bad = |what: &str| Err(Error::Parameter(format!("install: {what}")));
     if !partitions.contains(&partition_of(&record.digest)) {
@@ -135,30 +152,44 @@ fn validate_install(record: &Record, partitions: &BTreeSet<u16>) -> Result<()> {
 impl Engine {
     /// A consistent view of `partitions` of `ns` as of now.
     pub fn view(&self, ns: &str, partitions: &[u16]) -> Result<View> {
-        let handle = self.namespace(ns)?.clone();
-        let (applied, entries, pinned) = {
-            let mut state = handle.write();
-            let applied = lock(&self.logs).applied.clone();
-            let wanted: BTreeSet<u16> = partitions.iter().copied().collect();
-            let mut entries: Vec<Entry> = wanted
-                .iter()
-                .flat_map(|p| state.index.partition(*p).entries().iter())
-                .filter(|e| !e.is_tombstone())
-                .copied()
-                .collect();
-            entries.sort_unstable_by_key(|e| (partition_of(&e.digest), e.digest));
-            let pinned: BTreeSet<u32> = entries.iter().map(|e| e.block_id).collect();
-            for block in &pinned {
-                state.blocks.pin(*block);
-            }
-            (applied, entries, pinned.into_iter().collect())
-        };
-        Ok(View {
-            ns: handle,
-            applied,
-            entries,
-            pinned,
-        })
+        let mut views = self.views(&[ns], partitions)?;
+        views
+            .pop()
+            .ok_or_else(|| Error::NamespaceNotFound(ns.to_string()))
+    }
+
+    /// Views of `partitions` in each of `namespaces` (in that order), all at
+    /// one instant: every namespace's lock is held while they are taken (in
+    /// the engine's namespace order, as a checkpoint takes them), so no
+    /// command of any log lands between two of them.
+    pub fn views(&self, namespaces: &[&str], partitions: &[u16]) -> Result<Vec<View>> {
+        for ns in namespaces {
+            self.namespace(ns)?;
+        }
+        let wanted: BTreeSet<u16> = partitions.iter().copied().collect();
+        let handles: Vec<(&String, &Arc<Namespace>)> = self
+            .namespaces
+            .iter()
+            .filter(|(name, _)| namespaces.contains(&name.as_str()))
+            .collect();
+        let mut guards: Vec<_> = handles.iter().map(|(_, h)| h.write()).collect();
+        let applied = lock(&self.logs).applied.clone();
+        let mut by_name: BTreeMap<&str, View> = BTreeMap::new();
+        for ((name, handle), state) in handles.iter().zip(guards.iter_mut()) {
+            let (entries, pinned) = pin_entries(state, &wanted);
+            let view = View {
+                ns: Arc::clone(handle),
+                applied: applied.clone(),
+                entries,
+                pinned,
+            };
+            by_name.insert(name.as_str(), view);
+        }
+        drop(guards);
+        Ok(namespaces
+            .iter()
+            .filter_map(|ns| by_name.remove(ns))
+            .collect())
     }
 
     /// Replaces the contents of `partitions` of `ns` by `records` (a snapshot

@@ -9,11 +9,6 @@ use crate::error::{Error, Result};
 use crate::format::Header;
 use crate::writer::{SnapshotInfo, SnapshotWriter, WriteOptions};
 
-/// How often `Capture::take` retries when the log moved between the views of
-/// two namespaces (the caller is normally the shard's apply loop, between two
-/// entries, and then never retries).
-const MAX_CAPTURE_ATTEMPTS: usize = 16;
-
 /// Who takes the snapshot and of what: everything in the header the engine
 /// does not know.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,27 +36,21 @@ pub struct Capture {
 
 impl Capture {
     /// Takes views of `partitions` in every namespace, consistent at one applied
-    /// index of `log_id`. Costs a copy of the partitions' index entries.
+    /// index of `log_id` (the engine takes them under all namespace locks).
+    /// Costs a copy of the partitions' index entries.
     pub fn take(engine: &Engine, log_id: u64, partitions: &[u16]) -> Result<Capture> {
         let namespaces = engine.config().namespaces.clone();
-        for _ in 0..MAX_CAPTURE_ATTEMPTS {
-            let views = namespaces
-                .iter()
-                .map(|ns| engine.view(&ns.name, partitions))
-                .collect::<Result<Vec<_>, _>>()?;
-            let index_of = |v: &View| v.applied_indices().get(&log_id).copied().unwrap_or(0);
-            let index = views.first().map_or(0, index_of);
-            if views.iter().all(|v| index_of(v) == index) {
-                return Ok(Capture {
-                    index,
-                    views,
-                    namespaces,
-                });
-            }
-        }
-        Err(Error::Capture(format!(
-            "log {log_id} kept moving across {MAX_CAPTURE_ATTEMPTS} attempts; take it from the apply loop"
-        )))
+        let names: Vec<&str> = namespaces.iter().map(|ns| ns.name.as_str()).collect();
+        let views = engine.views(&names, partitions)?;
+        let index = views
+            .first()
+            .and_then(|v| v.applied_indices().get(&log_id).copied())
+            .unwrap_or(0);
+        Ok(Capture {
+            index,
+            views,
+            namespaces,
+        })
     }
 
     /// The applied index the views are consistent at.

@@ -43,9 +43,6 @@ pub enum Error {
         /// The only offset accepted next.
         expected: u64,
     },
-    /// A view that could not be captured consistently.
-    #[error("capture: {0}")]
-    Capture(String),
     /// A bad argument.
     #[error("invalid argument: {0}")]
     Invalid(String),

@@ -31,9 +31,8 @@
 //! # Consistency
 //!
 //! A snapshot holds every record as of its index and nothing written after it:
-//! the views are taken while no entry of the shard's log is being applied
-//! between them (checked: all namespaces' views must report the same applied
-//! index of the log, or the capture is retried), and a view reads the record
+//! the engine takes the views of every namespace under all their locks, so no
+//! entry of any log is applied between them, and a view reads the record
 //! versions its copied index entries point at, in blocks pinned until the view
 //! is dropped.
 
