@@ -34,7 +34,11 @@ impl NodeProcess {
     /// and ports).
     pub fn start_with(data_dir: &Path, port: u16, config: Option<&Path>) -> NodeProcess {
         let log = data_dir.with_extension(format!("{port}.log"));
-        let metrics_port = free_port();
+        // Another port than the service's (a freed ephemeral port can be
+        // handed out again at once).
+        let metrics_port = std::iter::repeat_with(free_port)
+            .find(|&p| p != port)
+            .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_aerie"));
         command.arg("node");
         if let Some(config) = config {
