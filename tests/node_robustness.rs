@@ -156,7 +156,7 @@ async fn malformed_input_is_answered_or_closed_and_the_node_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tools_and_an_online_snapshot_restored_on_a_second_node() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start(&dir.path().join("data"));
+    let node = NodeProcess::start_with_metrics(&dir.path().join("data"));
     let host = node.address();
 
     let out = aerie(&["info", "--host", &host, "build", "replicas"]);
@@ -318,7 +318,7 @@ fn idle_connections_are_closed_and_connections_past_the_limit_refused() {
         .local_addr()
         .unwrap()
         .port();
-    let node = NodeProcess::start_with(&dir.path().join("data"), port, Some(&config));
+    let node = NodeProcess::start_with(&dir.path().join("data"), port, Some(&config), false);
 
     // An idle connection is closed by the server after ~1.5 s.
     let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -27,18 +27,33 @@ impl NodeProcess {
     }
 
     pub fn start_on(data_dir: &Path, port: u16) -> NodeProcess {
-        Self::start_with(data_dir, port, None)
+        Self::start_with(data_dir, port, None, false)
+    }
+
+    /// Starts with Prometheus metrics on a free port (off otherwise: nodes
+    /// of tests running in parallel would race for ports).
+    pub fn start_with_metrics(data_dir: &Path) -> NodeProcess {
+        Self::start_with(data_dir, free_port(), None, true)
     }
 
     /// Starts with a config file (the environment still sets the data dir
     /// and ports).
-    pub fn start_with(data_dir: &Path, port: u16, config: Option<&Path>) -> NodeProcess {
+    pub fn start_with(
+        data_dir: &Path,
+        port: u16,
+        config: Option<&Path>,
+        metrics: bool,
+    ) -> NodeProcess {
         let log = data_dir.with_extension(format!("{port}.log"));
         // Another port than the service's (a freed ephemeral port can be
         // handed out again at once).
-        let metrics_port = std::iter::repeat_with(free_port)
-            .find(|&p| p != port)
-            .unwrap();
+        let metrics_port = if metrics {
+            std::iter::repeat_with(free_port)
+                .find(|&p| p != port)
+                .unwrap()
+        } else {
+            0
+        };
         let mut command = Command::new(env!("CARGO_BIN_EXE_aerie"));
         command.arg("node");
         if let Some(config) = config {
