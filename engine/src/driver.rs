@@ -34,8 +34,13 @@ pub struct BackgroundConfig {
     /// How long `stop` waits for the current step to finish before it leaves
     /// the thread to exit on its own.
     pub stop_timeout_ms: u64,
-    /// The clock passed to the engine, Unix ms.
+    /// The clock for flushes, checkpoints and the defrag rate, Unix ms.
     pub clock_ms: ClockMs,
+    /// The clock expiry is reclaimed at, Unix ms. A replica passes the
+    /// largest `now_ms` it applied (the replicated clock), never its own wall
+    /// clock: a record is then reclaimed only once every later command sees
+    /// it expired, so replay, PITR and replicas agree. `None`: `clock_ms`.
+    pub expiry_clock_ms: Option<ClockMs>,
 }
 
 impl std::fmt::Debug for BackgroundConfig {
@@ -67,6 +72,7 @@ impl Default for BackgroundConfig {
             reclaim_max_records_per_tick: 10_000,
             stop_timeout_ms: 5_000,
             clock_ms: Arc::new(wall_clock_ms),
+            expiry_clock_ms: None,
         }
     }
 }
@@ -234,8 +240,9 @@ impl Worker {
         let tick = engine.tick(now_ms);
         self.record(tick, |_, ()| {});
         if self.config.reclaim_max_records_per_tick > 0 {
+            let expiry_ms = self.config.expiry_clock_ms.as_ref().map_or(now_ms, |c| c());
             let reclaimed =
-                engine.reclaim_expired(now_ms, self.config.reclaim_max_records_per_tick);
+                engine.reclaim_expired(expiry_ms, self.config.reclaim_max_records_per_tick);
             self.record(reclaimed, |s, n| s.expired_reclaimed += n as u64);
         }
         if let Some(budget) = self.defrag_budget(now_ms) {

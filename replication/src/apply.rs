@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use raft::prelude::{Entry, EntryType};
 
 use crate::codec::{Proposal, SnapshotRef};
 use crate::error::{Error, Result};
+use crate::health::{Gate, Stall};
 use crate::storage::SnapshotSlot;
 
 /// Called exactly once with an answer (a channel send, a future's wake-up:
@@ -41,6 +42,10 @@ pub type Reply = Callback<Outcome>;
 pub struct Waiter {
     /// Where the leader appended it.
     pub index: u64,
+    /// The term it was appended in: an entry at `index` of another term is
+    /// not this proposal (it was overwritten, or replayed from an earlier
+    /// boot), whatever its proposal id says.
+    pub term: u64,
     /// The proposer.
     pub reply: Reply,
 }
@@ -53,11 +58,22 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Fails every waiter (leadership lost: their outcome is unknown).
+    /// Fails every waiter (leadership lost or the node stopping: their
+    /// entries were appended, so their outcome is unknown).
     pub fn fail_all(&mut self, error: impl Fn() -> Error) {
         for (_, waiter) in self.by_id.drain() {
             waiter.reply.send(Err(error()));
         }
+    }
+
+    /// Takes the waiter of `proposal_id` if it is the proposal at `(index,
+    /// term)`.
+    fn take(&mut self, proposal_id: u64, index: u64, term: u64) -> Option<Waiter> {
+        let waiter = self.by_id.get(&proposal_id)?;
+        if waiter.index != index || waiter.term != term {
+            return None;
+        }
+        self.by_id.remove(&proposal_id)
     }
 
     /// Fails waiters whose index is applied without their proposal: another
@@ -87,12 +103,18 @@ pub enum ApplyTask {
     CheckSnapshot,
 }
 
-/// When to take snapshots.
+/// When to take snapshots. Each trigger bounds the log a shard keeps (the
+/// log is compacted only behind a snapshot), so the WAL's disk use stays
+/// bounded whatever the write pattern.
 #[derive(Debug, Clone)]
 pub struct SnapshotPolicy {
     /// Take one once this many entries were applied since the last (0 = never).
     pub every_entries: u64,
-    /// Take one once this long has passed since the last (0 = never).
+    /// Take one once this many bytes of entries were applied since the last
+    /// (0 = never).
+    pub every_bytes: u64,
+    /// Take one once this long has passed since the last, if anything was
+    /// applied meanwhile (0 = never).
     pub every_ms: u64,
     /// Snapshots kept per shard.
     pub keep: usize,
@@ -112,6 +134,14 @@ pub struct ApplyContext {
     pub snapshot_dir: PathBuf,
     pub shard_meta: ShardMeta,
     pub policy: SnapshotPolicy,
+    /// Where a stalled apply is reported (writes to the shard are refused
+    /// meanwhile).
+    pub gate: Arc<Gate>,
+    /// The replicated clock: the largest `now_ms` applied by any shard, the
+    /// clock the engine's expiry runs on.
+    pub clock_ms: Arc<AtomicU64>,
+    /// Set when the node stops: a retrying apply gives up.
+    pub stopping: Arc<AtomicBool>,
     /// Tells the ready loop how far this shard got.
     pub notify: Box<dyn Fn(u32, u64) + Send>,
 }
@@ -120,19 +150,35 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// First wait before retrying an entry the engine failed to apply.
+const RETRY_FIRST_MS: u64 = 10;
+/// Longest wait between two retries.
+const RETRY_MAX_MS: u64 = 1000;
+
 struct Progress {
     last_term: u64,
     since_snapshot: u64,
+    bytes_since_snapshot: u64,
     snapshot_at: Instant,
     writing: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Runs until the task channel closes. An engine system error stops the loop:
-/// the shard must not apply past an entry it failed to apply.
+/// The node stopped while an entry was being retried.
+struct Stopping;
+
+/// Runs until the task channel closes or the node stops. An entry the engine
+/// fails to apply (a system error: I/O, corruption, poison) is retried with
+/// backoff, never skipped: the shard must not apply past it. Its proposer
+/// keeps waiting (its deadline answers it in-doubt) and new writes to the
+/// shard are refused meanwhile.
 pub fn run(ctx: ApplyContext, tasks: Receiver<ApplyTask>) {
+    let newest = lock(&ctx.snapshots.newest).as_ref().map_or(0, |s| s.0);
     let mut progress = Progress {
         last_term: 0,
-        since_snapshot: 0,
+        // Entries applied before this boot and not covered by a snapshot
+        // count too: otherwise a quiet shard never reaches the trigger.
+        since_snapshot: ctx.engine.applied_index(ctx.log_id).saturating_sub(newest),
+        bytes_since_snapshot: 0,
         snapshot_at: Instant::now(),
         writing: None,
     };
@@ -143,10 +189,8 @@ pub fn run(ctx: ApplyContext, tasks: Receiver<ApplyTask>) {
             }
             ApplyTask::CheckSnapshot => maybe_snapshot(&ctx, &mut progress),
             ApplyTask::Entries(entries) => {
-                if let Err(e) = apply_entries(&ctx, &entries, &mut progress) {
-                    tracing::error!(shard = ctx.shard, error = %e, "apply loop stopped");
-                    lock(&ctx.pending).fail_all(|| Error::Stopped);
-                    return;
+                if apply_entries(&ctx, &entries, &mut progress).is_err() {
+                    break;
                 }
                 maybe_snapshot(&ctx, &mut progress);
             }
@@ -157,7 +201,11 @@ pub fn run(ctx: ApplyContext, tasks: Receiver<ApplyTask>) {
     }
 }
 
-fn apply_entries(ctx: &ApplyContext, entries: &[Entry], progress: &mut Progress) -> Result<()> {
+fn apply_entries(
+    ctx: &ApplyContext,
+    entries: &[Entry],
+    progress: &mut Progress,
+) -> Result<(), Stopping> {
     let Some(last) = entries.last() else {
         return Ok(());
     };
@@ -167,8 +215,9 @@ fn apply_entries(ctx: &ApplyContext, entries: &[Entry], progress: &mut Progress)
         if entry.index <= ctx.engine.applied_index(ctx.log_id) {
             continue;
         }
-        apply_one(ctx, entry)?;
+        apply_with_retry(ctx, entry)?;
         progress.since_snapshot += 1;
+        progress.bytes_since_snapshot += entry.data.len() as u64;
     }
     progress.last_term = last.term;
     ctx.applied.store(last.index, Ordering::SeqCst);
@@ -177,9 +226,72 @@ fn apply_entries(ctx: &ApplyContext, entries: &[Entry], progress: &mut Progress)
     Ok(())
 }
 
-fn apply_one(ctx: &ApplyContext, entry: &Entry) -> Result<()> {
+/// Applies one entry, retrying a system error with backoff until it applies
+/// or the node stops.
+fn apply_with_retry(ctx: &ApplyContext, entry: &Entry) -> Result<(), Stopping> {
+    let mut wait_ms = RETRY_FIRST_MS;
+    let mut failures = 0u64;
+    loop {
+        match apply_one(ctx, entry) {
+            Ok(()) => break,
+            Err(e) => {
+                failures += 1;
+                note_stall(ctx, entry.index, &e, failures);
+            }
+        }
+        if ctx.stopping.load(Ordering::SeqCst) {
+            return Err(Stopping);
+        }
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        wait_ms = (wait_ms * 2).min(RETRY_MAX_MS);
+    }
+    if failures > 0 {
+        tracing::info!(
+            shard = ctx.shard,
+            index = entry.index,
+            failures,
+            "a stalled entry applied; writes resume"
+        );
+        ctx.gate.set_stall(ctx.shard, None);
+    }
+    Ok(())
+}
+
+/// Reports a failed attempt: the shard's stall (refusing new writes), and a
+/// log line on the first failure and then every hundredth.
+fn note_stall(ctx: &ApplyContext, index: u64, error: &aerie_engine::Error, failures: u64) {
+    let out_of_space = matches!(
+        error,
+        aerie_engine::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull
+    );
+    if failures == 1 || failures.is_multiple_of(100) {
+        tracing::error!(shard = ctx.shard, index, failures, error = %error, "applying a committed entry failed; retrying, writes to this shard are refused meanwhile");
+    }
+    ctx.gate.set_stall(
+        ctx.shard,
+        Some(Stall {
+            index,
+            reason: error.to_string(),
+            out_of_space,
+        }),
+    );
+}
+
+/// Applies one entry. `Err` is a system error: nothing was applied and the
+/// waiter, if any, keeps waiting. A record error counts as applied and is
+/// the waiter's answer.
+fn apply_one(ctx: &ApplyContext, entry: &Entry) -> Result<(), aerie_engine::Error> {
     let proposal = match entry.get_entry_type() {
-        EntryType::EntryNormal if !entry.data.is_empty() => Some(Proposal::decode(&entry.data)?),
+        EntryType::EntryNormal if !entry.data.is_empty() => match Proposal::decode(&entry.data) {
+            Ok(proposal) => Some(proposal),
+            Err(e) => {
+                return Err(aerie_engine::Error::Corruption {
+                    path: PathBuf::from(format!("raft log of shard {}", ctx.shard)),
+                    offset: entry.index,
+                    reason: e.to_string(),
+                });
+            }
+        },
         _ => None,
     };
     let Some(proposal) = proposal else {
@@ -189,20 +301,16 @@ fn apply_one(ctx: &ApplyContext, entry: &Entry) -> Result<()> {
     let result = ctx
         .engine
         .apply(ctx.log_id, entry.index, proposal.now_ms, &proposal.command);
-    let system_error = result
-        .as_ref()
-        .err()
-        .filter(|e| !e.is_record_error())
-        .map(|e| e.to_string());
-    if let Some(waiter) = lock(&ctx.pending).by_id.remove(&proposal.id) {
-        waiter.reply.send(result.map_err(Error::Engine));
-    }
-    match system_error {
-        Some(reason) => Err(Error::ApplyFailed {
-            index: entry.index,
-            reason,
-        }),
-        None => Ok(()),
+    match result {
+        Err(e) if !e.is_record_error() => Err(e),
+        result => {
+            ctx.clock_ms.fetch_max(proposal.now_ms, Ordering::SeqCst);
+            let waiter = lock(&ctx.pending).take(proposal.id, entry.index, entry.term);
+            if let Some(waiter) = waiter {
+                waiter.reply.send(result.map_err(Error::Engine));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -211,10 +319,11 @@ fn apply_one(ctx: &ApplyContext, entry: &Entry) -> Result<()> {
 fn snapshot_due(ctx: &ApplyContext, progress: &Progress) -> bool {
     let policy = &ctx.policy;
     let by_entries = policy.every_entries > 0 && progress.since_snapshot >= policy.every_entries;
+    let by_bytes = policy.every_bytes > 0 && progress.bytes_since_snapshot >= policy.every_bytes;
     let by_time = policy.every_ms > 0
         && progress.since_snapshot > 0
         && progress.snapshot_at.elapsed() >= Duration::from_millis(policy.every_ms);
-    by_entries || by_time || ctx.snapshots.wanted.load(Ordering::SeqCst)
+    by_entries || by_bytes || by_time || ctx.snapshots.wanted.load(Ordering::SeqCst)
 }
 
 fn maybe_snapshot(ctx: &ApplyContext, progress: &mut Progress) {
@@ -234,6 +343,7 @@ fn maybe_snapshot(ctx: &ApplyContext, progress: &mut Progress) {
     };
     ctx.snapshots.wanted.store(false, Ordering::SeqCst);
     progress.since_snapshot = 0;
+    progress.bytes_since_snapshot = 0;
     progress.snapshot_at = Instant::now();
     let term = progress.last_term;
     let job = SnapshotJob {

@@ -80,6 +80,24 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Writes to the shard are refused for now (nothing was proposed).
+    #[error("shard {shard}: writes refused: {refusal}")]
+    WritesRefused {
+        /// The shard.
+        shard: u32,
+        /// Why.
+        refusal: crate::health::Refusal,
+    },
+    /// A command too large for one log entry (nothing was proposed).
+    #[error("shard {shard}: a {bytes}-byte command exceeds the {limit}-byte log entry limit")]
+    TooLarge {
+        /// The shard.
+        shard: u32,
+        /// The encoded command.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A bad setting.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -5,13 +5,22 @@
 //! # Who owns what
 //!
 //! * [`Node`] (`node.rs`): the public API (propose, read barriers, status,
-//!   snapshots now) and **the ready loop**, one thread that owns every shard's
+//!   snapshots now, write refusals) and the threads it starts.
+//! * `ready.rs`: **the ready loop**, one thread that owns every shard's
 //!   `RawNode`: it takes the queued inputs, ticks, collects every shard's
 //!   `Ready`, writes all their entries and hard states in one WAL group commit,
-//!   then sends messages and hands committed entries on.
+//!   then sends messages and hands committed entries on. It never blocks on
+//!   one shard and never stops on one request.
+//! * `shard.rs`: one shard as the ready loop holds it (its `RawNode`, the
+//!   backlog for its apply loop, its waiting reads) and how it is opened.
+//! * [`health`]: why writes are refused (full disk, a stalled apply loop, a
+//!   poisoned engine or WAL): asked before anything is proposed, so a refusal
+//!   is a definite answer.
 //! * `apply.rs`: **one apply loop per shard** applying committed entries in
-//!   order to the engine, answering proposers, and taking scheduled snapshots
-//!   between two entries (where the engine's views are at exactly one index).
+//!   order to the engine (an entry the engine fails on is retried with
+//!   backoff, never skipped), answering proposers, and taking scheduled
+//!   snapshots between two entries (where the engine's views are at exactly
+//!   one index).
 //! * [`storage`]: raft-rs `Storage` answered from the WAL stream of the shard
 //!   and its [`meta`] file (compaction point with its term, membership, a log
 //!   reset still to write).
@@ -27,8 +36,15 @@
 //! # The invariants
 //!
 //! * A proposal is answered only once its entry is applied here; if
-//!   leadership is lost first the answer is `InDoubt`, if another entry took
-//!   its index it is `Dropped` (never applied).
+//!   leadership is lost first, the WAL fails or the node stops, the answer is
+//!   `InDoubt`; if another entry took its index it is `Dropped` (never
+//!   applied). A proposal refused before `RawNode::propose` (not the leader,
+//!   writes refused, too large, overloaded) surely did not run. A waiter is
+//!   matched by proposal id *and* the entry's index and term, so an entry
+//!   replayed from an earlier boot never answers a new request.
+//! * Every wait is bounded: read barriers give up after `max_read_wait_ms`,
+//!   proposers bound their own wait (the node's handler uses the request's
+//!   deadline), and every queue between threads is bounded.
 //! * Nothing is applied twice: after a restart raft re-delivers committed
 //!   entries after `min(engine durable applied index, commit)` and the apply
 //!   loop skips those the engine already has.
@@ -41,10 +57,13 @@
 mod apply;
 pub mod codec;
 mod error;
+pub mod health;
 mod install;
 mod logging;
 pub mod meta;
 mod node;
+mod ready;
+mod shard;
 pub mod shards;
 pub mod storage;
 pub mod transport;

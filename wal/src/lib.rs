@@ -53,6 +53,7 @@ pub use recovery::RecoveryReport;
 
 use queue::{Queue, lock};
 use state::State;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
@@ -114,6 +115,7 @@ pub struct Wal {
     writer: Mutex<Option<JoinHandle<()>>>,
     report: RecoveryReport,
     io_backend: &'static str,
+    max_entry_bytes: usize,
 }
 
 impl std::fmt::Debug for Wal {
@@ -145,6 +147,7 @@ impl Wal {
             poisoned: Mutex::new(None),
             stats: Stats::default(),
         });
+        let max_entry_bytes = config.max_entry_bytes;
         let queue = Arc::new(Queue::new(config.queue_capacity_bytes));
         let writer = writer::Writer::new(
             Arc::clone(&shared),
@@ -169,6 +172,7 @@ impl Wal {
             writer: Mutex::new(Some(handle)),
             report: recovered.report,
             io_backend,
+            max_entry_bytes,
         })
     }
 
@@ -288,6 +292,28 @@ impl Wal {
     /// Segment sequence numbers currently in the log directory, oldest first.
     pub fn segments(&self) -> Vec<u64> {
         self.shared.read_state().segments.keys().copied().collect()
+    }
+
+    /// Per stream with live entries, the segment its oldest live entry is in:
+    /// the streams that pin the oldest segments are the ones whose log must be
+    /// compacted (after a snapshot) before those segments can be freed.
+    pub fn first_segment_of_streams(&self) -> BTreeMap<u64, u64> {
+        let state = self.shared.read_state();
+        state
+            .streams
+            .iter()
+            .filter_map(|(id, s)| s.entries.front().map(|e| (*id, e.segment)))
+            .collect()
+    }
+
+    /// The largest entry payload a write accepts (`WalConfig::max_entry_bytes`).
+    pub fn max_entry_bytes(&self) -> usize {
+        self.max_entry_bytes
+    }
+
+    /// Why the log refuses writes (a failed write or fdatasync), if it does.
+    pub fn poisoned(&self) -> Option<String> {
+        lock(&self.shared.poisoned).clone()
     }
 
     pub fn stats(&self) -> WalStats {

@@ -1,0 +1,660 @@
+//! The ready loop: one thread owning every shard's `RawNode`. Each round it
+//! takes the queued inputs, ticks, collects every shard's `Ready`, writes all
+//! their entries and hard states in one WAL group commit, then sends messages
+//! and hands committed entries to each shard's apply loop.
+//!
+//! It never blocks on one shard: committed entries an apply queue has no
+//! room for wait in the shard's backlog. It never stops on one request: a
+//! command too large for a log entry is refused before it is proposed, and a
+//! failed WAL write (the WAL is then poisoned) leaves the loop answering —
+//! writes refused, reads served where that is still linearizable.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aerie_engine::{Command, Engine};
+use aerie_wal::{LogBatch, Wal};
+use raft::SnapshotStatus;
+use raft::prelude::{Message, MessageType, Ready};
+
+use crate::apply::{self, ApplyTask, Waiter};
+use crate::codec::{Proposal, SnapshotRef};
+use crate::error::{Error, Result};
+use crate::health::{Gate, Refusal};
+use crate::install::{self, Fetch};
+use crate::node::{Input, NodeConfig, ShardStatus, now_ms};
+use crate::shard::{Installing, PendingRead, Shard, lock, open_raw};
+use crate::transport::{Envelope, Transport};
+
+/// Inputs taken per loop round before the readies are processed.
+const MAX_INPUTS_PER_ROUND: usize = 4096;
+/// Attempts at fetching and installing one snapshot before raft is rebuilt
+/// from disk and asks the leader again.
+const INSTALL_ATTEMPTS: usize = 5;
+/// How long a shard whose install failed waits before raft starts over.
+const INSTALL_RETRY_MS: u64 = 2_000;
+/// Snapshot chunks queued for one installer.
+const CHUNK_QUEUE: usize = 16;
+/// Bytes a log entry carries besides the proposal's data (entry kind and
+/// length prefixes), kept free under the WAL's entry limit.
+const ENTRY_OVERHEAD_BYTES: usize = 64;
+
+pub(crate) struct ReadyLoop {
+    pub config: Arc<NodeConfig>,
+    pub wal: Arc<Wal>,
+    pub engine: Arc<Engine>,
+    pub transport: Arc<dyn Transport>,
+    pub shards: Vec<Shard>,
+    pub inputs: Receiver<Input>,
+    pub input: SyncSender<Input>,
+    pub chunk_requests: SyncSender<Envelope>,
+    pub status: Arc<Mutex<Vec<ShardStatus>>>,
+    pub gate: Arc<Gate>,
+    pub stopping: Arc<AtomicBool>,
+    pub next_proposal: u64,
+    pub next_read: u64,
+    /// A WAL write failed: raft is no longer driven (its readies cannot be
+    /// persisted); inputs are still answered.
+    pub wal_failed: bool,
+    pub last_tick: Instant,
+    pub last_compact: Instant,
+}
+
+impl ReadyLoop {
+    pub fn run(mut self) {
+        let tick = Duration::from_millis(self.config.tick_interval_ms.max(1));
+        loop {
+            let timeout = tick.saturating_sub(self.last_tick.elapsed());
+            let first = match self.inputs.recv_timeout(timeout) {
+                Ok(input) => Some(input),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let more =
+                std::iter::from_fn(|| self.inputs.try_recv().ok()).take(MAX_INPUTS_PER_ROUND);
+            let inputs: Vec<Input> = first.into_iter().chain(more).collect();
+            let mut stop = false;
+            for input in inputs {
+                stop |= !self.handle(input);
+            }
+            if stop {
+                break;
+            }
+            if self.last_tick.elapsed() >= tick {
+                self.last_tick = Instant::now();
+                self.on_tick(tick);
+            }
+            if !self.wal_failed
+                && let Err(e) = self.process_readies()
+            {
+                self.fail_wal(&e);
+            }
+            *lock(&self.status) = self.shards.iter().map(Shard::status).collect();
+        }
+        self.close();
+    }
+
+    fn on_tick(&mut self, tick: Duration) {
+        let max_wait = Duration::from_millis(self.config.max_read_wait_ms);
+        for shard in &mut self.shards {
+            shard.expire_reads(max_wait, tick * 2);
+            shard.flush_backlog();
+            if !shard.is_frozen() && !self.wal_failed {
+                shard.raw.tick();
+            }
+        }
+        self.retry_failed_installs();
+        if !self.wal_failed {
+            self.maybe_compact();
+        }
+    }
+
+    /// The WAL refused a write: it is poisoned until the node restarts. The
+    /// proposals in flight were appended or not, nobody knows: in doubt.
+    fn fail_wal(&mut self, error: &Error) {
+        tracing::error!(node = self.config.node_id, error = %error, "the WAL failed: writes are refused until the node restarts; reads go on where they are safe");
+        self.wal_failed = true;
+        self.gate.set_wal_failed(error.to_string());
+        for shard in &mut self.shards {
+            lock(&shard.pending).fail_all(|| Error::InDoubt(shard.id));
+        }
+    }
+
+    /// Answers everything still waiting: proposals were appended, so they are
+    /// in doubt; reads and queued inputs did nothing, so they are refused.
+    fn close(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for shard in &mut self.shards {
+            lock(&shard.pending).fail_all(|| Error::InDoubt(shard.id));
+            for (_, read) in shard.reads.drain() {
+                read.reply.send(Err(Error::Stopped));
+            }
+            for (_, read) in shard.waiting_reads.drain(..) {
+                read.reply.send(Err(Error::Stopped));
+            }
+        }
+        // Dropping the shards closes the apply queues; their threads end.
+        self.shards.clear();
+        while let Ok(input) = self.inputs.try_recv() {
+            refuse_queued(input);
+        }
+    }
+
+    fn shard(&mut self, id: u32) -> Option<&mut Shard> {
+        self.shards.get_mut(id as usize)
+    }
+
+    /// Handles one input; false means stop.
+    fn handle(&mut self, input: Input) -> bool {
+        match input {
+            Input::Stop => return false,
+            Input::Net(envelope) => self.handle_net(envelope),
+            Input::Propose {
+                shard,
+                command,
+                reply,
+            } => self.propose(shard, command, reply),
+            Input::Read { shard, reply } => self.read(shard, reply),
+            Input::Applied(shard) => {
+                let gate = self.gate.clone();
+                if let Some(shard) = self.shard(shard) {
+                    shard.complete_reads(&gate);
+                    shard.flush_backlog();
+                }
+            }
+            Input::Installed { shard, result } => self.installed(shard, result),
+            Input::SnapshotNow => {
+                for shard in &self.shards {
+                    request_snapshot(shard);
+                }
+            }
+            Input::Campaign(shard) => {
+                if let Some(shard) = self.shard(shard) {
+                    let _ = shard.raw.campaign();
+                }
+            }
+        }
+        true
+    }
+
+    fn handle_net(&mut self, envelope: Envelope) {
+        match envelope {
+            Envelope::Raft { shard, message } => {
+                // While a snapshot installs, raft holds a ready open: stepping
+                // it then is not allowed (the leader resends later).
+                if let Some(shard) = self.shard(shard).filter(|s| !s.is_frozen()) {
+                    step(shard, message);
+                }
+            }
+            request @ Envelope::ChunkRequest { .. } => {
+                let _ = self.chunk_requests.try_send(request);
+            }
+            chunk @ Envelope::Chunk { shard, .. } => {
+                if let Some(installing) = self.shard(shard).and_then(|s| s.installing.as_ref()) {
+                    // A full queue drops the chunk; the fetch asks again.
+                    let _ = installing.chunks.try_send(chunk);
+                }
+            }
+        }
+    }
+
+    /// Why a proposal must be refused before it is appended, if it must.
+    fn refusal(&self, shard: &Shard, command: &Command) -> Option<Error> {
+        if !shard.is_leader() || shard.is_frozen() {
+            return Some(Error::NotLeader {
+                shard: shard.id,
+                leader: shard.raw.raft.leader_id,
+            });
+        }
+        if let Some(refusal) = self.gate.refusal(&self.engine, shard.id, command) {
+            return Some(Error::WritesRefused {
+                shard: shard.id,
+                refusal,
+            });
+        }
+        let limit = self.config.max_inflight_proposals;
+        if lock(&shard.pending).by_id.len() >= limit {
+            return Some(Error::Overloaded {
+                shard: shard.id,
+                limit,
+            });
+        }
+        None
+    }
+
+    fn propose(&mut self, shard_id: u32, command: Command, reply: apply::Reply) {
+        self.next_proposal += 1;
+        let id = self.next_proposal;
+        let Some(shard) = self.shards.get(shard_id as usize) else {
+            reply.send(Err(Error::NoShard(shard_id)));
+            return;
+        };
+        if let Some(error) = self.refusal(shard, &command) {
+            reply.send(Err(error));
+            return;
+        }
+        let data = Proposal {
+            id,
+            now_ms: now_ms(),
+            command,
+        }
+        .encode();
+        let limit = self
+            .wal
+            .max_entry_bytes()
+            .saturating_sub(ENTRY_OVERHEAD_BYTES);
+        if data.len() > limit {
+            reply.send(Err(Error::TooLarge {
+                shard: shard_id,
+                bytes: data.len(),
+                limit,
+            }));
+            return;
+        }
+        let shard = &mut self.shards[shard_id as usize];
+        if let Err(e) = shard.raw.propose(Vec::new(), data) {
+            // raft refused it (e.g. a leader transfer is in progress):
+            // nothing was appended.
+            reply.send(Err(Error::Raft(e)));
+            return;
+        }
+        let index = shard.raw.raft.raft_log.last_index();
+        let term = shard.raw.raft.term;
+        lock(&shard.pending)
+            .by_id
+            .insert(id, Waiter { index, term, reply });
+    }
+
+    fn read(&mut self, shard_id: u32, reply: apply::Callback<()>) {
+        self.next_read += 1;
+        let ctx = self.next_read.to_le_bytes().to_vec();
+        let wal_failed = self.wal_failed;
+        let gate = self.gate.clone();
+        let Some(shard) = self.shard(shard_id) else {
+            reply.send(Err(Error::NoShard(shard_id)));
+            return;
+        };
+        if !shard.is_leader() {
+            let leader = shard.raw.raft.leader_id;
+            reply.send(Err(Error::NotLeader {
+                shard: shard_id,
+                leader,
+            }));
+            return;
+        }
+        let read = PendingRead {
+            since: Instant::now(),
+            reply,
+        };
+        if wal_failed {
+            // raft is no longer driven; a lone voter cannot have been
+            // deposed, so its applied state is still the newest.
+            if shard.raw.raft.prs().conf().voters().ids().len() == 1 {
+                let commit = shard.raw.raft.raft_log.committed;
+                shard.waiting_reads.push((commit, read));
+                shard.complete_reads(&gate);
+            } else {
+                read.reply.send(Err(Error::WritesRefused {
+                    shard: shard_id,
+                    refusal: Refusal::WalFailed("reads need raft".into()),
+                }));
+            }
+            return;
+        }
+        shard.raw.read_index(ctx.clone());
+        shard.reads.insert(ctx, read);
+    }
+
+    /// One round: every shard's ready, one WAL write for all of them, then
+    /// messages and committed entries.
+    fn process_readies(&mut self) -> Result<()> {
+        let mut batch = LogBatch::new();
+        let mut readies = Vec::new();
+        for i in 0..self.shards.len() {
+            let shard = &mut self.shards[i];
+            if shard.is_frozen() || shard.backlog_full() || !shard.raw.has_ready() {
+                continue;
+            }
+            let mut ready = shard.raw.ready();
+            let messages = ready.take_messages();
+            send_messages(
+                self.transport.as_ref(),
+                self.config.node_id,
+                shard,
+                messages,
+            );
+            if !ready.snapshot().is_empty() {
+                self.start_install(i, ready);
+                continue;
+            }
+            self.stage(i, &mut ready, &mut batch)?;
+            readies.push((i, ready));
+        }
+        if !batch.is_empty() {
+            self.stage_commit_indices(&mut batch);
+            self.wal.write(batch)?;
+        }
+        for (i, ready) in readies {
+            self.finish_ready(i, ready);
+        }
+        Ok(())
+    }
+
+    /// Commit indices that moved since their last hard state ride along with
+    /// a write that happens anyway: they need no fsync of their own (after a
+    /// restart raft learns the commit index again; the apply loop skips what
+    /// the engine already has).
+    fn stage_commit_indices(&mut self, batch: &mut LogBatch) {
+        for shard in self
+            .shards
+            .iter_mut()
+            .filter(|s| s.commit_unsaved && !s.is_frozen())
+        {
+            shard.commit_unsaved = false;
+            let hs = shard.raw.raft.hard_state();
+            shard.raw.store().stage_hard_state(&hs, batch);
+        }
+    }
+
+    /// The part of a ready that comes before the WAL write.
+    fn stage(&mut self, i: usize, ready: &mut Ready, batch: &mut LogBatch) -> Result<()> {
+        let gate = self.gate.clone();
+        let shard = &mut self.shards[i];
+        shard.note_role();
+        for state in ready.take_read_states() {
+            if let Some(read) = shard.reads.remove(&state.request_ctx) {
+                shard.waiting_reads.push((state.index, read));
+            }
+        }
+        shard.complete_reads(&gate);
+        shard.hand_committed(ready.take_committed_entries());
+        shard.raw.store().stage(ready.entries(), ready.hs(), batch)
+    }
+
+    /// The part of a ready after its entries are durable.
+    fn finish_ready(&mut self, i: usize, mut ready: Ready) {
+        let (transport, me) = (self.transport.as_ref(), self.config.node_id);
+        let shard = &mut self.shards[i];
+        send_messages(transport, me, shard, ready.take_persisted_messages());
+        let mut light = shard.raw.advance(ready);
+        shard.commit_unsaved |= light.commit_index().is_some();
+        send_messages(transport, me, shard, light.take_messages());
+        shard.hand_committed(light.take_committed_entries());
+        shard.note_role();
+    }
+
+    fn start_install(&mut self, i: usize, ready: Ready) {
+        let shard = &mut self.shards[i];
+        let reference = match SnapshotRef::decode(&ready.snapshot().data) {
+            Ok(reference) => reference,
+            Err(e) => {
+                tracing::error!(shard = shard.id, error = %e, "snapshot message without a file reference; raft starts over");
+                shard.retry_install_at = Some(Instant::now());
+                return;
+            }
+        };
+        let (chunks_tx, chunks) = mpsc::sync_channel(CHUNK_QUEUE);
+        let (barrier_tx, barrier) = mpsc::sync_channel(1);
+        let _ = shard.apply.send(ApplyTask::Barrier(barrier_tx));
+        let fetch = Fetch {
+            me: self.config.node_id,
+            shard: shard.id,
+            reference: reference.clone(),
+            dir: self.config.snapshot_dir.clone(),
+            transport: self.transport.clone(),
+            chunks,
+        };
+        let engine = self.engine.clone();
+        let input = self.input.clone();
+        let shard_id = shard.id;
+        tracing::info!(shard = shard_id, from = reference.node_id, file = %reference.file_name, "installing a snapshot");
+        let spawned = std::thread::Builder::new()
+            .name(format!("install-{shard_id}"))
+            .spawn(move || {
+                let _ = barrier.recv();
+                let result = fetch_and_install(&fetch, &engine);
+                let _ = input.send(Input::Installed {
+                    shard: shard_id,
+                    result,
+                });
+            });
+        if spawned.is_err() {
+            tracing::error!(
+                shard = shard_id,
+                "could not start the snapshot installer; raft starts over"
+            );
+            shard.retry_install_at = Some(Instant::now());
+            return;
+        }
+        shard.installing = Some(Installing {
+            ready,
+            chunks: chunks_tx,
+            reference,
+        });
+    }
+
+    fn installed(&mut self, shard_id: u32, result: Result<PathBuf>) {
+        let Some(installing) = self.shard(shard_id).and_then(|s| s.installing.take()) else {
+            return;
+        };
+        let outcome = result.and_then(|path| {
+            self.after_install(shard_id as usize, installing, &path)
+                .map(|()| path)
+        });
+        if let Err(e) = outcome {
+            tracing::error!(shard = shard_id, error = %e, "snapshot install failed; the engine keeps its previous state and raft starts over from disk");
+            if let Some(shard) = self.shard(shard_id) {
+                shard.retry_install_at =
+                    Some(Instant::now() + Duration::from_millis(INSTALL_RETRY_MS));
+            }
+        }
+    }
+
+    /// A shard whose install failed gets a `RawNode` rebuilt from what is
+    /// durable (which holds no trace of the snapshot it was told about): the
+    /// leader finds it behind again and sends a snapshot again, possibly a
+    /// newer one.
+    fn retry_failed_installs(&mut self) {
+        for i in 0..self.shards.len() {
+            let shard = &self.shards[i];
+            if shard.retry_install_at.is_none_or(|at| Instant::now() < at) {
+                continue;
+            }
+            let reopened = open_raw(
+                &self.config,
+                &self.wal,
+                &self.engine,
+                shard.id,
+                &shard.snapshots,
+            );
+            let shard = &mut self.shards[i];
+            match reopened {
+                Ok(raw) => {
+                    shard.raw = raw;
+                    shard.retry_install_at = None;
+                    shard
+                        .applied
+                        .store(self.engine.applied_index(shard.log_id), Ordering::SeqCst);
+                }
+                Err(e) => {
+                    tracing::error!(shard = shard.id, error = %e, "reopening raft after a failed install failed; trying again later");
+                    shard.retry_install_at =
+                        Some(Instant::now() + Duration::from_millis(INSTALL_RETRY_MS));
+                }
+            }
+        }
+    }
+
+    /// The snapshot is in the engine: record it in the raft log, then finish
+    /// the ready that carried it.
+    fn after_install(
+        &mut self,
+        i: usize,
+        installing: Installing,
+        path: &std::path::Path,
+    ) -> Result<()> {
+        let mut ready = installing.ready;
+        let shard = &mut self.shards[i];
+        shard.raw.mut_store().apply_snapshot(ready.snapshot())?;
+        let metadata = ready.snapshot().get_metadata();
+        let (index, term) = (metadata.index, metadata.term);
+        shard.applied.store(index, Ordering::SeqCst);
+        let reference = SnapshotRef {
+            node_id: self.config.node_id,
+            file_name: apply::file_name(path),
+            file_bytes: installing.reference.file_bytes,
+        };
+        *lock(&shard.snapshots.newest) = Some((index, term, reference));
+        let mut batch = LogBatch::new();
+        self.stage(i, &mut ready, &mut batch)?;
+        if !batch.is_empty() {
+            self.wal.write(batch)?;
+        }
+        self.finish_ready(i, ready);
+        Ok(())
+    }
+
+    /// Compacts each shard's log up to what both the engine's durable state
+    /// and the newest snapshot cover, and asks for snapshots of the shards
+    /// that keep old WAL segments alive.
+    fn maybe_compact(&mut self) {
+        if self.last_compact.elapsed() < Duration::from_millis(self.config.compact_interval_ms) {
+            return;
+        }
+        self.last_compact = Instant::now();
+        for shard in &mut self.shards {
+            let durable = self.engine.durable_applied_index(shard.log_id);
+            let snapshot = lock(&shard.snapshots.newest).as_ref().map_or(0, |s| s.0);
+            let applied = shard.applied.load(Ordering::SeqCst);
+            let upto = durable.min(snapshot).min(applied);
+            if let Err(e) = shard.raw.mut_store().compact_to(upto) {
+                tracing::warn!(shard = shard.id, error = %e, "log compaction failed");
+            }
+        }
+        self.snapshot_pinning_shards();
+    }
+
+    /// Once the WAL holds more than `wal_segments_before_snapshot` segments,
+    /// the shards whose oldest live entry is in the oldest segment take a
+    /// snapshot (after it, and the engine's next checkpoint, their log is
+    /// compacted and the segment freed).
+    fn snapshot_pinning_shards(&self) {
+        let limit = self.config.wal_segments_before_snapshot;
+        let segments = self.wal.segments();
+        if limit == 0 || segments.len() <= limit {
+            return;
+        }
+        let firsts = self.wal.first_segment_of_streams();
+        let Some(oldest) = firsts.values().min().copied() else {
+            return;
+        };
+        for shard in &self.shards {
+            let stream = crate::shards::stream_id(shard.id);
+            if firsts.get(&stream) == Some(&oldest)
+                && !shard.snapshots.wanted.load(Ordering::SeqCst)
+            {
+                tracing::debug!(
+                    shard = shard.id,
+                    segment = oldest,
+                    "the shard pins the oldest WAL segment; snapshotting it"
+                );
+                request_snapshot(shard);
+            }
+        }
+    }
+}
+
+fn request_snapshot(shard: &Shard) {
+    shard.snapshots.wanted.store(true, Ordering::SeqCst);
+    let _ = shard.apply.try_send(ApplyTask::CheckSnapshot);
+}
+
+/// An input the stopped loop never handled: nothing was proposed or read.
+fn refuse_queued(input: Input) {
+    match input {
+        Input::Propose { reply, .. } => reply.send(Err(Error::Stopped)),
+        Input::Read { reply, .. } => reply.send(Err(Error::Stopped)),
+        _ => {}
+    }
+}
+
+fn fetch_and_install(fetch: &Fetch, engine: &Engine) -> Result<PathBuf> {
+    let mut attempt = 1;
+    loop {
+        let result = fetch
+            .run()
+            .and_then(|verified| install::install_file(engine, &verified).map(|_| verified.path));
+        match result {
+            Ok(path) => return Ok(path),
+            Err(e) if attempt >= INSTALL_ATTEMPTS => return Err(e),
+            Err(e) => {
+                tracing::warn!(shard = fetch.shard, attempt, error = %e, "snapshot fetch failed; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Steps a raft message into a shard. A heartbeat's commit index is capped at
+/// the follower's last index: a member whose data was wiped comes back with an
+/// empty log while the leader still remembers what it had matched, and raft
+/// must then probe it (and send a snapshot), not fail on the commit index.
+///
+/// On the leader, a rejection showing a follower's log ends below what the
+/// leader had matched means the follower lost its data: its progress restarts
+/// from what it has, so raft probes it down to a snapshot. (raft itself takes
+/// such a rejection for a stale message and would wait forever.) Lowering a
+/// match only makes the commit rule more careful.
+fn step(shard: &mut Shard, mut message: Message) {
+    match message.get_msg_type() {
+        MessageType::MsgHeartbeat => {
+            message.commit = message.commit.min(shard.raw.raft.raft_log.last_index());
+        }
+        MessageType::MsgAppendResponse if message.reject && shard.is_leader() => {
+            let hint = message.reject_hint;
+            if let Some(pr) = shard.raw.raft.mut_prs().get_mut(message.from)
+                && hint < pr.matched
+            {
+                tracing::warn!(
+                    shard = shard.id,
+                    follower = message.from,
+                    had = pr.matched,
+                    has = hint,
+                    "a follower lost its log; rebuilding it"
+                );
+                pr.matched = hint;
+                pr.become_probe();
+            }
+        }
+        _ => {}
+    }
+    if let Err(e) = shard.raw.step(message) {
+        tracing::debug!(shard = shard.id, error = %e, "raft message refused");
+    }
+}
+
+/// Sends a shard's messages. A snapshot message carries only a file
+/// reference, so handing it to the transport is the whole send: raft is told
+/// at once (`report_snapshot`), the follower's progress goes back to probing,
+/// and a follower whose install failed is found behind and sent one again.
+fn send_messages(transport: &dyn Transport, me: u64, shard: &mut Shard, messages: Vec<Message>) {
+    for message in messages {
+        let to = message.to;
+        let snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
+        transport.send(
+            me,
+            to,
+            Envelope::Raft {
+                shard: shard.id,
+                message,
+            },
+        );
+        if snapshot {
+            shard.raw.report_snapshot(to, SnapshotStatus::Finish);
+        }
+    }
+}
