@@ -52,6 +52,19 @@ impl std::fmt::Display for Refusal {
 }
 
 impl Refusal {
+    /// Every kind, as [`Refusal::kind`] names them.
+    pub const KINDS: [&'static str; 4] = ["out_of_space", "apply_stalled", "engine_poisoned", "wal_failed"];
+
+    /// A short name for metrics and statistics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::OutOfSpace(_) => "out_of_space",
+            Refusal::Stalled { .. } => "apply_stalled",
+            Refusal::EnginePoisoned(_) => "engine_poisoned",
+            Refusal::WalFailed(_) => "wal_failed",
+        }
+    }
+
     /// Out of space, as opposed to a failure that needs a restart.
     pub fn is_out_of_space(&self) -> bool {
         matches!(

@@ -33,6 +33,8 @@ pub struct NodeFileConfig {
     pub raft: RaftSection,
     /// Prometheus metrics.
     pub metrics: MetricsSection,
+    /// Free-space limits.
+    pub disk: DiskSection,
     /// Namespaces (as Aerospike ships: one, `test`).
     pub namespaces: Vec<NamespaceConfig>,
 }
@@ -82,6 +84,28 @@ pub struct WalSection {
     pub archive: bool,
 }
 
+/// `[disk]`: writes are refused (out of space, code 8) before a file
+/// system the node writes to is full; deletes and reads go on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiskSection {
+    /// Refuse writes once a file system has less than this share free
+    /// (beyond it the node also keeps room for two WAL segments, four write
+    /// blocks and one index checkpoint), %.
+    pub min_avail_pct: u8,
+    /// How often free space is read, ms.
+    pub check_interval_ms: u64,
+}
+
+impl Default for DiskSection {
+    fn default() -> Self {
+        DiskSection {
+            min_avail_pct: 5,
+            check_interval_ms: 1000,
+        }
+    }
+}
+
 /// `[metrics]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -109,8 +133,13 @@ pub struct RaftSection {
     pub tick_interval_ms: u64,
     /// Snapshot a shard every this many applied entries (0 = never).
     pub snapshot_every_entries: u64,
-    /// Snapshot a shard every this many ms (0 = never).
+    /// Snapshot a shard after this many bytes of applied entries (0 = never).
+    pub snapshot_every_bytes: u64,
+    /// Snapshot a shard every this many ms if it applied anything (0 = never).
     pub snapshot_every_ms: u64,
+    /// Once the WAL holds more segments than this, snapshot the shards that
+    /// pin the oldest one so it can be freed (0 = never).
+    pub wal_segments_before_snapshot: usize,
     /// Snapshots kept per shard.
     pub snapshots_kept: usize,
 }
@@ -156,7 +185,9 @@ impl Default for RaftSection {
         RaftSection {
             tick_interval_ms: 100,
             snapshot_every_entries: 100_000,
-            snapshot_every_ms: 0,
+            snapshot_every_bytes: 256 << 20,
+            snapshot_every_ms: 3_600_000,
+            wal_segments_before_snapshot: 4,
             snapshots_kept: 2,
         }
     }
@@ -170,6 +201,7 @@ impl Default for NodeFileConfig {
             wal: WalSection::default(),
             raft: RaftSection::default(),
             metrics: MetricsSection::default(),
+            disk: DiskSection::default(),
             namespaces: vec![NamespaceConfig::default()],
         }
     }
@@ -234,6 +266,9 @@ impl NodeFileConfig {
         }
         if self.namespaces.is_empty() {
             return Err("at least one [[namespaces]] is needed".into());
+        }
+        if self.disk.min_avail_pct > 50 {
+            return Err("disk.min_avail_pct must be at most 50".into());
         }
         self.fsync()?;
         self.io_backend()?;

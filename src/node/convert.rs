@@ -118,6 +118,19 @@ pub fn engine_code(error: &engine::Error) -> ResultCode {
 /// The result code of a replication error. Retriable conditions use the
 /// codes clients retry on (§7.5); an outcome that is unknown answers TIMEOUT,
 /// which clients report as "in doubt" for writes.
+/// A refused write surely did not run: out of space is Aerospike's
+/// stop-writes (8); a shard retrying a failing entry is a device that does
+/// not keep up (18, retry later); a poisoned engine or WAL needs a restart,
+/// so the partition is unavailable here (11).
+fn refusal_code(refusal: &aerie_replication::health::Refusal) -> ResultCode {
+    use aerie_replication::health::Refusal as R;
+    match refusal {
+        r if r.is_out_of_space() => ResultCode::OutOfSpace,
+        R::Stalled { .. } => ResultCode::DeviceOverload,
+        _ => ResultCode::Unavailable,
+    }
+}
+
 pub fn replication_code(error: &aerie_replication::Error) -> ResultCode {
     use aerie_replication::Error as E;
     match error {
@@ -125,6 +138,8 @@ pub fn replication_code(error: &aerie_replication::Error) -> ResultCode {
         E::NotLeader { .. } | E::Dropped(_) | E::NoShard(_) => ResultCode::Unavailable,
         E::InDoubt(_) | E::Timeout(_) => ResultCode::Timeout,
         E::Overloaded { .. } => ResultCode::DeviceOverload,
+        E::TooLarge { .. } => ResultCode::RecordTooBig,
+        E::WritesRefused { refusal, .. } => refusal_code(refusal),
         _ => ResultCode::ServerError,
     }
 }

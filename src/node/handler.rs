@@ -602,7 +602,26 @@ impl Server {
             ("scans", ops(SCAN)),
             ("info_requests", ops(INFO)),
             ("client_errors", errors.to_string()),
+            ("writes_refused", self.refusal_summary()),
         ])
+    }
+
+    /// `none`, or every write refusal in force as `kind[/shard]:reason`
+    /// joined by `|` (info values cannot hold `;`, `:` is kept readable).
+    fn refusal_summary(&self) -> String {
+        let refusals = self.node.refusals();
+        if refusals.is_empty() {
+            return "none".into();
+        }
+        refusals
+            .iter()
+            .map(|(shard, refusal)| {
+                let at = shard.map(|s| format!("/shard-{s}")).unwrap_or_default();
+                let reason = refusal.to_string().replace([';', '\n', '\t', '='], " ");
+                format!("{}{at}: {reason}", refusal.kind())
+            })
+            .collect::<Vec<_>>()
+            .join("|")
     }
 
     /// `truncate:namespace=<ns>[;set=<set>][;lut=<ns since epoch>]` and

@@ -11,6 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use aerie_replication::health::Refusal;
+
 use super::handler::Server;
 
 /// Upper bounds of the latency buckets, µs.
@@ -104,6 +106,22 @@ fn render_commands(out: &mut String, m: &CommandMetrics) {
     }
 }
 
+/// Write refusals in force: one gauge per kind (node-wide or any shard), and
+/// per shard whether its apply loop is stalled.
+fn render_refusals(out: &mut String, server: &Server) {
+    let refusals = server.node.refusals();
+    let _ = writeln!(out, "# TYPE aerie_writes_refused gauge");
+    for kind in Refusal::KINDS {
+        let on = refusals.iter().any(|(_, r)| r.kind() == kind);
+        let _ = writeln!(out, "aerie_writes_refused{{reason=\"{kind}\"}} {}", u8::from(on));
+    }
+    let _ = writeln!(out, "# TYPE aerie_shard_apply_stalled gauge");
+    for s in server.node.status() {
+        let stalled = refusals.iter().any(|(shard, _)| *shard == Some(s.shard));
+        let _ = writeln!(out, "aerie_shard_apply_stalled{{shard=\"{}\"}} {}", s.shard, u8::from(stalled));
+    }
+}
+
 /// The whole exposition.
 pub fn render(server: &Server) -> String {
     let mut out = String::with_capacity(8 << 10);
@@ -157,6 +175,7 @@ pub fn render(server: &Server) -> String {
             ns.used_bytes
         );
     }
+    render_refusals(&mut out, server);
     let me = server.node_id;
     for s in server.node.status() {
         let shard = s.shard;

@@ -1,11 +1,13 @@
 //! `aerie node`: opens (or creates) the data directory, the WAL, the engine
 //! and the shards, serves the Aerospike wire protocol, and on SIGTERM or
-//! SIGINT stops accepting, finishes the requests in flight, checkpoints the
-//! engine, syncs and exits 0. After a SIGKILL the next start recovers on its
-//! own (WAL replay past the engine's last checkpoint).
+//! SIGINT stops accepting, finishes the requests in flight (for at most
+//! `SHUTDOWN_GRACE_MS`), checkpoints the engine, syncs and exits 0. After a
+//! SIGKILL the next start recovers on its own (WAL replay past the engine's
+//! last checkpoint).
 
 pub mod config;
 mod convert;
+mod disk;
 mod handler;
 mod metrics;
 mod service;
@@ -13,7 +15,7 @@ mod service;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aerie_engine::{Engine, EngineConfig};
+use aerie_engine::{Engine, EngineConfig, EngineFs};
 use aerie_protocol::Limits;
 use aerie_replication::transport::LocalNetwork;
 use aerie_replication::{Node, NodeConfig, NodeParts, SnapshotPolicy};
@@ -24,6 +26,22 @@ use crate::datadir::{ClusterMeta, DataDir};
 use crate::error::{Error, Result};
 use config::NodeFileConfig;
 use handler::Server;
+
+/// How long a stopping node waits for the requests in flight (each bounded
+/// by its own deadline) before it stops the shards anyway.
+const SHUTDOWN_GRACE_MS: u64 = 10_000;
+
+/// What tests swap in: the file layers (to inject disk faults into a running
+/// node) and the stop signal (instead of SIGTERM).
+#[derive(Default)]
+pub struct Hooks {
+    /// The engine's file layer (`aerie_engine::fault::FaultyFs` in tests).
+    pub engine_fs: Option<Arc<dyn EngineFs>>,
+    /// The WAL's file layer (`aerie_wal::fault` in tests).
+    pub wal_fs: Option<Arc<dyn aerie_wal::fs::FileSystem>>,
+    /// Stops the node when it completes; `None`: SIGTERM or SIGINT.
+    pub stop: Option<tokio::sync::oneshot::Receiver<()>>,
+}
 
 /// Opens the data directory, creating it from the settings on first start.
 /// Later starts keep the cluster name, node id and shard count it recorded.
@@ -51,8 +69,13 @@ fn open_data_dir(config: &NodeFileConfig) -> Result<DataDir> {
     Ok(DataDir::create(root, meta)?)
 }
 
-fn open_wal(config: &NodeFileConfig, dd: &DataDir) -> Result<Wal> {
+fn open_wal(
+    config: &NodeFileConfig,
+    dd: &DataDir,
+    fs: Option<Arc<dyn aerie_wal::fs::FileSystem>>,
+) -> Result<Wal> {
     let mut wal = WalConfig::new(dd.wal_dir());
+    wal.file_system = fs;
     wal.segment_size_bytes = config.wal.segment_size_bytes;
     wal.fsync = config.fsync().map_err(Error::Refused)?;
     wal.io_backend = config.io_backend().map_err(Error::Refused)?;
@@ -68,8 +91,10 @@ fn node_config(config: &NodeFileConfig, dd: &DataDir) -> NodeConfig {
     node.cluster_name = meta.cluster_name.clone();
     node.shards = meta.shards;
     node.tick_interval_ms = config.raft.tick_interval_ms;
+    node.wal_segments_before_snapshot = config.raft.wal_segments_before_snapshot;
     node.snapshot = SnapshotPolicy {
         every_entries: config.raft.snapshot_every_entries,
+        every_bytes: config.raft.snapshot_every_bytes,
         every_ms: config.raft.snapshot_every_ms,
         keep: config.raft.snapshots_kept,
         options: WriteOptions::default(),
@@ -79,14 +104,23 @@ fn node_config(config: &NodeFileConfig, dd: &DataDir) -> NodeConfig {
 
 /// Runs a node until SIGTERM or SIGINT.
 pub fn run(config: NodeFileConfig) -> Result<()> {
+    run_with(config, Hooks::default())
+}
+
+/// Runs a node until SIGTERM, SIGINT or `hooks.stop`.
+pub fn run_with(config: NodeFileConfig, mut hooks: Hooks) -> Result<()> {
     let dd = open_data_dir(&config)?;
     let _lock = dd.lock()?;
-    let wal = Arc::new(open_wal(&config, &dd)?);
-    let engine = Arc::new(Engine::open(EngineConfig {
+    let wal = Arc::new(open_wal(&config, &dd, hooks.wal_fs.take())?);
+    let mut engine_config = EngineConfig {
         dir: dd.engine_dir(),
         namespaces: config.namespaces.clone(),
         ..EngineConfig::default()
-    })?);
+    };
+    if let Some(fs) = hooks.engine_fs.take() {
+        engine_config.fs = fs;
+    }
+    let engine = Arc::new(Engine::open(engine_config)?);
     let net = LocalNetwork::new(dd.meta().node_id);
     let parts = NodeParts {
         wal: wal.clone(),
@@ -97,6 +131,8 @@ pub fn run(config: NodeFileConfig) -> Result<()> {
         Node::open(node_config(&config, &dd), parts).map_err(|e| Error::Refused(e.to_string()))?;
     net.register(dd.meta().node_id, deliver);
     let node = Arc::new(node);
+    let (stop_watcher, watcher_stopped) = std::sync::mpsc::channel();
+    let watcher = start_disk_watcher(&config, &dd, &engine, &node, watcher_stopped)?;
     let server = Arc::new(Server {
         engine: engine.clone(),
         node: node.clone(),
@@ -120,9 +156,38 @@ pub fn run(config: NodeFileConfig) -> Result<()> {
             path: dd.root().to_path_buf(),
             source: e,
         })?;
-    runtime.block_on(serve_until_signal(&config, &dd, &wal, server))?;
-    drop(runtime);
+    let served = runtime.block_on(serve_until_signal(&config, &dd, &wal, server, hooks.stop));
+    // Requests still running past the grace period end with the runtime.
+    runtime.shutdown_timeout(Duration::from_millis(1000));
+    drop(stop_watcher);
+    let _ = watcher.join();
+    served?;
     shutdown(node, engine, wal)
+}
+
+fn start_disk_watcher(
+    config: &NodeFileConfig,
+    dd: &DataDir,
+    engine: &Arc<Engine>,
+    node: &Arc<Node>,
+    stopped: std::sync::mpsc::Receiver<()>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let dirs = disk::watched(
+        &dd.wal_dir(),
+        config.wal.segment_size_bytes,
+        engine,
+        &dd.engine_dir(),
+    );
+    let policy = disk::DiskPolicy {
+        min_avail_pct: config.disk.min_avail_pct,
+        check_interval_ms: config.disk.check_interval_ms,
+    };
+    disk::spawn_watcher(policy, dirs, engine.clone(), node.gate().clone(), stopped).map_err(|e| {
+        Error::Io {
+            path: dd.root().to_path_buf(),
+            source: e,
+        }
+    })
 }
 
 async fn serve_until_signal(
@@ -130,6 +195,7 @@ async fn serve_until_signal(
     dd: &DataDir,
     wal: &Wal,
     server: Arc<Server>,
+    stop_hook: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> Result<()> {
     let address = format!("{}:{}", config.service.address, config.service.port);
     let listener = tokio::net::TcpListener::bind(&address)
@@ -162,10 +228,18 @@ async fn serve_until_signal(
         idle,
         stopped,
     ));
-    wait_for_signal().await;
+    match stop_hook {
+        Some(hook) => {
+            let _ = hook.await;
+        }
+        None => wait_for_signal().await,
+    }
     tracing::info!("shutting down: finishing requests in flight");
     let _ = stop.send(true);
-    let _ = serving.await;
+    let grace = Duration::from_millis(SHUTDOWN_GRACE_MS);
+    if tokio::time::timeout(grace, serving).await.is_err() {
+        tracing::warn!(grace_ms = SHUTDOWN_GRACE_MS, "requests still in flight after the grace period; stopping anyway");
+    }
     Ok(())
 }
 
@@ -188,18 +262,31 @@ async fn wait_for_signal() {
 }
 
 /// Stops the shards, checkpoints the engine (its index file makes the next
-/// start fast) and closes the WAL.
+/// start fast) and closes the WAL. A checkpoint or WAL close that fails (a
+/// full disk, a poisoned engine) loses nothing acknowledged: the next start
+/// replays the WAL past the last good checkpoint. It is logged, not fatal.
 fn shutdown(node: Arc<Node>, engine: Arc<Engine>, wal: Arc<Wal>) -> Result<()> {
     match Arc::try_unwrap(node) {
         Ok(node) => node.stop(),
         Err(_) => tracing::warn!("the shards were still referenced at shutdown"),
     }
-    engine.checkpoint()?;
+    let mut clean = true;
+    if let Err(e) = engine.checkpoint() {
+        tracing::error!(error = %e, "the shutdown checkpoint failed; the next start replays the WAL instead");
+        clean = false;
+    }
     drop(engine);
     match Arc::try_unwrap(wal) {
-        Ok(wal) => wal.close()?,
+        Ok(wal) => {
+            if let Err(e) = wal.close() {
+                tracing::error!(error = %e, "closing the WAL failed; the next start recovers it");
+                clean = false;
+            }
+        }
         Err(_) => tracing::warn!("the WAL was still referenced at shutdown"),
     }
-    tracing::info!("stopped cleanly");
+    if clean {
+        tracing::info!("stopped cleanly");
+    }
     Ok(())
 }
