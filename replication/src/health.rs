@@ -53,7 +53,12 @@ impl std::fmt::Display for Refusal {
 
 impl Refusal {
     /// Every kind, as [`Refusal::kind`] names them.
-    pub const KINDS: [&'static str; 4] = ["out_of_space", "apply_stalled", "engine_poisoned", "wal_failed"];
+    pub const KINDS: [&'static str; 4] = [
+        "out_of_space",
+        "apply_stalled",
+        "engine_poisoned",
+        "wal_failed",
+    ];
 
     /// A short name for metrics and statistics.
     pub fn kind(&self) -> &'static str {

@@ -84,7 +84,12 @@ pub fn shortage(policy: &DiskPolicy, dirs: &[Watched], checkpoint_bytes: u64) ->
     for watched in dirs {
         let stats = match fs4::statvfs(&watched.dir) {
             Ok(stats) => stats,
-            Err(e) => return Some(format!("cannot read free space of {}: {e}", watched.dir.display())),
+            Err(e) => {
+                return Some(format!(
+                    "cannot read free space of {}: {e}",
+                    watched.dir.display()
+                ));
+            }
         };
         let floor = stats.total_space() / 100 * u64::from(policy.min_avail_pct);
         let needed = floor + watched.reserve_bytes + checkpoint_bytes;

@@ -113,12 +113,21 @@ fn render_refusals(out: &mut String, server: &Server) {
     let _ = writeln!(out, "# TYPE aerie_writes_refused gauge");
     for kind in Refusal::KINDS {
         let on = refusals.iter().any(|(_, r)| r.kind() == kind);
-        let _ = writeln!(out, "aerie_writes_refused{{reason=\"{kind}\"}} {}", u8::from(on));
+        let _ = writeln!(
+            out,
+            "aerie_writes_refused{{reason=\"{kind}\"}} {}",
+            u8::from(on)
+        );
     }
     let _ = writeln!(out, "# TYPE aerie_shard_apply_stalled gauge");
     for s in server.node.status() {
         let stalled = refusals.iter().any(|(shard, _)| *shard == Some(s.shard));
-        let _ = writeln!(out, "aerie_shard_apply_stalled{{shard=\"{}\"}} {}", s.shard, u8::from(stalled));
+        let _ = writeln!(
+            out,
+            "aerie_shard_apply_stalled{{shard=\"{}\"}} {}",
+            s.shard,
+            u8::from(stalled)
+        );
     }
 }
 

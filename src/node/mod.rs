@@ -77,6 +77,9 @@ fn open_wal(
     let mut wal = WalConfig::new(dd.wal_dir());
     wal.file_system = fs;
     wal.segment_size_bytes = config.wal.segment_size_bytes;
+    // The WAL takes entries of at most a quarter of a segment.
+    let quarter = usize::try_from(wal.segment_size_bytes / 4).unwrap_or(usize::MAX);
+    wal.max_entry_bytes = wal.max_entry_bytes.min(quarter);
     wal.fsync = config.fsync().map_err(Error::Refused)?;
     wal.io_backend = config.io_backend().map_err(Error::Refused)?;
     if config.wal.archive {
@@ -238,7 +241,10 @@ async fn serve_until_signal(
     let _ = stop.send(true);
     let grace = Duration::from_millis(SHUTDOWN_GRACE_MS);
     if tokio::time::timeout(grace, serving).await.is_err() {
-        tracing::warn!(grace_ms = SHUTDOWN_GRACE_MS, "requests still in flight after the grace period; stopping anyway");
+        tracing::warn!(
+            grace_ms = SHUTDOWN_GRACE_MS,
+            "requests still in flight after the grace period; stopping anyway"
+        );
     }
     Ok(())
 }
