@@ -133,7 +133,10 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_grown() {
     let client = client(&node).await;
     let acked = write_until_refused(&client).await;
     assert!(acked.len() > 100, "only {} records fit", acked.len());
-    eprintln!("{} records of {RECORD_BYTES} bytes acknowledged before the refusal", acked.len());
+    eprintln!(
+        "{} records of {RECORD_BYTES} bytes acknowledged before the refusal",
+        acked.len()
+    );
     check_all(&client, &acked).await;
     // Deletes are how an operator makes room: they go through.
     let wp = WritePolicy::default();

@@ -35,6 +35,8 @@ pub struct NodeFileConfig {
     pub metrics: MetricsSection,
     /// Free-space limits.
     pub disk: DiskSection,
+    /// The storage engine.
+    pub engine: EngineSection,
     /// Namespaces (as Aerospike ships: one, `test`).
     pub namespaces: Vec<NamespaceConfig>,
 }
@@ -82,6 +84,24 @@ pub struct WalSection {
     /// Keep sealed segments in `<data_dir>/wal-archive` (for point-in-time
     /// recovery) instead of deleting them.
     pub archive: bool,
+}
+
+/// `[engine]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSection {
+    /// How often the engine writes its index checkpoint and fsyncs its
+    /// blocks (the WAL keeps what is newer; a shorter interval means a
+    /// shorter replay after a crash), ms (0 = only at shutdown).
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection {
+            checkpoint_interval_ms: 60_000,
+        }
+    }
 }
 
 /// `[disk]`: writes are refused (out of space, code 8) before a file
@@ -202,6 +222,7 @@ impl Default for NodeFileConfig {
             raft: RaftSection::default(),
             metrics: MetricsSection::default(),
             disk: DiskSection::default(),
+            engine: EngineSection::default(),
             namespaces: vec![NamespaceConfig::default()],
         }
     }

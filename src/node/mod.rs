@@ -118,6 +118,7 @@ pub fn run_with(config: NodeFileConfig, mut hooks: Hooks) -> Result<()> {
     let mut engine_config = EngineConfig {
         dir: dd.engine_dir(),
         namespaces: config.namespaces.clone(),
+        checkpoint_interval_ms: config.engine.checkpoint_interval_ms,
         ..EngineConfig::default()
     };
     if let Some(fs) = hooks.engine_fs.take() {
