@@ -300,3 +300,56 @@ fn check_history(history: &[Event], members: &[Member]) {
         }
     }
 }
+
+#[test]
+fn a_follower_whose_snapshot_install_fails_keeps_its_state_and_retries() {
+    let net = LocalNetwork::new(13);
+    let dirs = dirs();
+    let mut members = cluster(&net, &dirs);
+    let mut acked = vec![0i64; KEYS as usize];
+    let mut unknown = write(&members, 2, &mut acked);
+    converge(&members, WAIT);
+    let cut = members
+        .iter()
+        .map(|m| m.id)
+        .find(|&id| (0..SHARDS).all(|s| leader_of(&members, s) != id))
+        .unwrap_or(VOTERS[2]);
+    let cut_index = members.iter().position(|m| m.id == cut).unwrap();
+    let others: Vec<u64> = VOTERS.iter().copied().filter(|&id| id != cut).collect();
+    net.isolate(cut, &others);
+    let before: Vec<Vec<aerie_engine::PartitionSummary>> = (0..SHARDS)
+        .map(|s| checksums(members[cut_index].engine(), s))
+        .collect();
+    unknown += write(&members, 12, &mut acked);
+    eventually(WAIT, "the leaders to compact past the follower", || {
+        (0..SHARDS).all(|s| {
+            members.iter().filter(|m| m.id != cut).all(|m| {
+                m.node().status()[s as usize].compacted
+                    > members[cut_index].node().status()[s as usize].applied
+            })
+        })
+    });
+    // The follower cannot store a fetched file: its snapshot directory is a
+    // plain file now. Every install fails.
+    let snapshots = members[cut_index].dir.join("snapshots");
+    let aside = members[cut_index].dir.join("snapshots-aside");
+    std::fs::rename(&snapshots, &aside).unwrap();
+    std::fs::write(&snapshots, b"not a directory").unwrap();
+    net.heal();
+    std::thread::sleep(Duration::from_secs(6));
+    for s in 0..SHARDS {
+        assert_eq!(
+            checksums(members[cut_index].engine(), s),
+            before[s as usize],
+            "shard {s}: a failed install changed the engine"
+        );
+    }
+    // The directory comes back: the retried install succeeds.
+    std::fs::remove_file(&snapshots).unwrap();
+    std::fs::rename(&aside, &snapshots).unwrap();
+    converge(&members, WAIT);
+    assert_identical(&members);
+    for m in &members {
+        assert_counters(m, &acked, unknown);
+    }
+}
