@@ -209,6 +209,10 @@ fn apply_entries(
     let Some(last) = entries.last() else {
         return Ok(());
     };
+    debug_assert!(
+        entries.windows(2).all(|w| w[1].index == w[0].index + 1),
+        "committed entries handed out of order"
+    );
     for entry in entries {
         // Already in the engine (it restarted from a later durable state, or
         // a snapshot covered it).

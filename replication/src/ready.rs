@@ -101,6 +101,9 @@ impl ReadyLoop {
         let max_wait = Duration::from_millis(self.config.max_read_wait_ms);
         for shard in &mut self.shards {
             shard.expire_reads(max_wait, tick * 2);
+            // An apply notification lost to a full input queue delays a read
+            // by one tick at most.
+            shard.complete_reads(&self.gate);
             shard.flush_backlog();
             if !shard.is_frozen() && !self.wal_failed {
                 shard.raw.tick();

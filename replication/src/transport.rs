@@ -5,7 +5,7 @@
 //! comes with the node).
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -60,6 +60,9 @@ pub trait Transport: Send + Sync {
     /// Sends `envelope` from node `from` to node `to`.
     fn send(&self, from: u64, to: u64, envelope: Envelope);
 }
+
+/// Envelopes held for delayed delivery at most; more are dropped.
+const MAX_DELAYED: usize = 64 * 1024;
 
 /// Faults a [`LocalNetwork`] applies to raft messages (snapshot chunks are
 /// only cut by partitions: their requests are retried by the follower).
@@ -118,7 +121,7 @@ struct NetState {
 /// Nodes of one process, connected through fault-injecting queues.
 pub struct LocalNetwork {
     state: Arc<Mutex<NetState>>,
-    delayed: Mutex<Option<Sender<Delayed>>>,
+    delayed: Mutex<Option<SyncSender<Delayed>>>,
     delivery: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -136,7 +139,7 @@ impl LocalNetwork {
             seq: 0,
             dropped: 0,
         }));
-        let (sender, receiver) = mpsc::channel();
+        let (sender, receiver) = mpsc::sync_channel(MAX_DELAYED);
         let delivery_state = state.clone();
         let delivery = std::thread::Builder::new()
             .name("local-net".into())
@@ -252,8 +255,12 @@ impl Transport for LocalNetwork {
             to,
             envelope,
         };
-        if let Some(sender) = lock(&self.delayed).as_ref() {
-            let _ = sender.send(delayed);
+        let queued = lock(&self.delayed)
+            .as_ref()
+            .is_some_and(|sender| sender.try_send(delayed).is_ok());
+        if !queued {
+            // A link this congested drops.
+            lock(&self.state).dropped += 1;
         }
     }
 }

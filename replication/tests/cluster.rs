@@ -305,7 +305,7 @@ fn check_history(history: &[Event], members: &[Member]) {
 fn a_follower_whose_snapshot_install_fails_keeps_its_state_and_retries() {
     let net = LocalNetwork::new(13);
     let dirs = dirs();
-    let mut members = cluster(&net, &dirs);
+    let members = cluster(&net, &dirs);
     let mut acked = vec![0i64; KEYS as usize];
     let mut unknown = write(&members, 2, &mut acked);
     converge(&members, WAIT);

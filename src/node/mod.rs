@@ -135,7 +135,8 @@ pub fn run_with(config: NodeFileConfig, mut hooks: Hooks) -> Result<()> {
         Node::open(node_config(&config, &dd), parts).map_err(|e| Error::Refused(e.to_string()))?;
     net.register(dd.meta().node_id, deliver);
     let node = Arc::new(node);
-    let (stop_watcher, watcher_stopped) = std::sync::mpsc::channel();
+    // Dropping the sender stops the watcher.
+    let (stop_watcher, watcher_stopped) = std::sync::mpsc::sync_channel(1);
     let watcher = start_disk_watcher(&config, &dd, &engine, &node, watcher_stopped)?;
     let server = Arc::new(Server {
         engine: engine.clone(),
