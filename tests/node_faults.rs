@@ -23,6 +23,8 @@ use aerospike::{
 
 /// Writes tried at most while waiting for a fault to show.
 const MAX_WRITES: usize = 3_000;
+/// Writes made before a fault is switched on.
+const FIRST_WRITES: usize = 50;
 /// One record's value.
 const VALUE_BYTES: usize = 8_000;
 
@@ -147,6 +149,14 @@ async fn write_until_refused(client: &Client, from: usize, acked: &mut Vec<usize
     panic!("{MAX_WRITES} writes and the fault never showed");
 }
 
+/// Writes records 0..FIRST_WRITES, each of which must be acknowledged.
+async fn write_first(client: &Client) -> Vec<usize> {
+    for i in 0..FIRST_WRITES {
+        assert_eq!(put(client, i).await, Outcome::Acked, "write {i}");
+    }
+    (0..FIRST_WRITES).collect()
+}
+
 async fn check_all(client: &Client, acked: &[usize]) {
     let rp = ReadPolicy::default();
     for &i in acked {
@@ -174,15 +184,11 @@ async fn engine_enospc_stalls_the_shard_reads_go_on_and_writes_resume_when_heale
     faults.aim(Target::Blocks);
     let node = InProcessNode::start(&data, engine_hooks(&faults));
     let client = node.client().await;
-    let mut acked = Vec::new();
-    for i in 0..50 {
-        assert_eq!(put(&client, i).await, Outcome::Acked);
-        acked.push(i);
-    }
+    let mut acked = write_first(&client).await;
     faults.set_enospc(true);
     // Block writes fail once the write block in RAM is full: the apply loop
     // retries, the shard refuses new writes with out-of-space.
-    let code = write_until_refused(&client, 50, &mut acked).await;
+    let code = write_until_refused(&client, FIRST_WRITES, &mut acked).await;
     assert_eq!(code, ResultCode::ServerMemError);
     assert!(node.statistics().await.contains("apply_stalled"));
     check_all(&client, &acked).await;
@@ -217,14 +223,10 @@ async fn an_engine_fsync_failure_poisons_writes_but_reads_go_on_and_a_restart_re
     let faults = EngineFaults::new();
     let node = InProcessNode::start(&data, engine_hooks(&faults));
     let client = node.client().await;
-    let mut acked = Vec::new();
-    for i in 0..50 {
-        assert_eq!(put(&client, i).await, Outcome::Acked);
-        acked.push(i);
-    }
+    let mut acked = write_first(&client).await;
     // The next checkpoint's fsync fails.
     faults.set_fsync_eio(true);
-    let code = write_until_refused(&client, 50, &mut acked).await;
+    let code = write_until_refused(&client, FIRST_WRITES, &mut acked).await;
     assert_eq!(code, ResultCode::PartitionUnavailable);
     assert!(node.statistics().await.contains("engine_poisoned"));
     check_all(&client, &acked).await;
@@ -250,16 +252,12 @@ async fn a_wal_fsync_failure_refuses_writes_keeps_reads_and_a_restart_recovers()
     };
     let node = InProcessNode::start(&data, hooks);
     let client = node.client().await;
-    let mut acked = Vec::new();
-    for i in 0..50 {
-        assert_eq!(put(&client, i).await, Outcome::Acked);
-        acked.push(i);
-    }
+    let mut acked = write_first(&client).await;
     faults
         .fail_sync
         .store(true, std::sync::atomic::Ordering::SeqCst);
     // The write whose group commit failed is in doubt; the next is refused.
-    let code = write_until_refused(&client, 50, &mut acked).await;
+    let code = write_until_refused(&client, FIRST_WRITES, &mut acked).await;
     assert_eq!(code, ResultCode::PartitionUnavailable);
     assert!(node.statistics().await.contains("wal_failed"));
     check_all(&client, &acked).await;

@@ -148,13 +148,7 @@ impl Shard {
         retry_after: std::time::Duration,
     ) {
         let shard = self.id;
-        let expired: Vec<Vec<u8>> = self
-            .reads
-            .iter()
-            .filter(|(_, r)| r.since.elapsed() >= max_wait)
-            .map(|(ctx, _)| ctx.clone())
-            .collect();
-        for ctx in expired {
+        for ctx in self.reads_older_than(max_wait) {
             if let Some(read) = self.reads.remove(&ctx) {
                 read.reply.send(Err(Error::Timeout(shard)));
             }
@@ -168,16 +162,19 @@ impl Shard {
             read.reply.send(Err(Error::Timeout(shard)));
         }
         if self.is_leader() {
-            let again: Vec<Vec<u8>> = self
-                .reads
-                .iter()
-                .filter(|(_, r)| r.since.elapsed() >= retry_after)
-                .map(|(ctx, _)| ctx.clone())
-                .collect();
-            for ctx in again {
+            for ctx in self.reads_older_than(retry_after) {
                 self.raw.read_index(ctx);
             }
         }
+    }
+
+    /// The request contexts of reads without a read state for `age` or more.
+    fn reads_older_than(&self, age: std::time::Duration) -> Vec<Vec<u8>> {
+        self.reads
+            .iter()
+            .filter(|(_, r)| r.since.elapsed() >= age)
+            .map(|(ctx, _)| ctx.clone())
+            .collect()
     }
 
     /// Hands committed entries to the apply loop, or keeps them in the
