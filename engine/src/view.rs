@@ -258,10 +258,11 @@ impl Engine {
         max_records: usize,
         now_ms: u64,
     ) -> Result<ScanPage> {
-        let digests = self.partition_digests(ns, partition, after, now_ms)?;
+        let digests = self.partition_digests(ns, partition, None, after, now_ms)?;
         let page = &digests[..digests.len().min(max_records)];
+        let (records, _) = self.read_records(ns, page, now_ms, usize::MAX)?;
         Ok(ScanPage {
-            records: self.read_records(ns, page, now_ms)?,
+            records,
             resume_after: if digests.len() > page.len() {
                 page.last().copied()
             } else {
@@ -270,24 +271,34 @@ impl Engine {
         })
     }
 
-    /// The digests of a partition's records live at `now_ms` that sort
-    /// after `after`, in digest order. RAM only, one short read lock.
+    /// The digests of a partition's records live at `now_ms` (of one set,
+    /// or all) that sort after `after`, in digest order. RAM only, one
+    /// short read lock.
     pub fn partition_digests(
         &self,
         ns: &str,
         partition: u16,
+        set: Option<&str>,
         after: Option<&Digest>,
         now_ms: u64,
     ) -> Result<Vec<Digest>> {
         let handle = self.namespace(ns)?;
         let mut digests: Vec<Digest> = {
             let state = handle.read();
+            let set_id = match set {
+                Some(name) => match state.sets.get(name) {
+                    Some(id) => Some(id),
+                    None => return Ok(Vec::new()),
+                },
+                None => None,
+            };
             state
                 .index
                 .partition(partition)
                 .entries()
                 .iter()
                 .filter(|e| !e.is_tombstone() && !is_expired(e.void_time, now_ms))
+                .filter(|e| set_id.is_none_or(|id| e.set_id == id))
                 .filter(|e| after.is_none_or(|a| e.digest > *a))
                 .map(|e| e.digest)
                 .collect()
@@ -296,17 +307,31 @@ impl Engine {
         Ok(digests)
     }
 
-    /// The records of `digests` still live at `now_ms`, in that order; those
-    /// deleted or expired since the digests were taken are left out. One
-    /// read lock for the call: callers pass pages.
-    pub fn read_records(&self, ns: &str, digests: &[Digest], now_ms: u64) -> Result<Vec<Record>> {
+    /// The records of a prefix of `digests` still live at `now_ms`, in that
+    /// order (those deleted or expired since the digests were taken are left
+    /// out), and the length of that prefix: reading stops once the records
+    /// read reach `max_bytes` as stored (at least one is read). One read lock
+    /// for the call.
+    pub fn read_records(
+        &self,
+        ns: &str,
+        digests: &[Digest],
+        now_ms: u64,
+        max_bytes: usize,
+    ) -> Result<(Vec<Record>, usize)> {
         let handle = self.namespace(ns)?;
         let state = handle.read();
-        digests
-            .iter()
-            .filter_map(|d| state.visible(d, now_ms))
-            .map(|e| state.read_entry(&e))
-            .collect()
+        let (mut records, mut bytes) = (Vec::new(), 0usize);
+        for (consumed, digest) in digests.iter().enumerate() {
+            if bytes >= max_bytes {
+                return Ok((records, consumed));
+            }
+            if let Some(e) = state.visible(digest, now_ms) {
+                bytes = bytes.saturating_add(e.len_bytes as usize);
+                records.push(state.read_entry(&e)?);
+            }
+        }
+        Ok((records, digests.len()))
     }
 
     /// Live, unexpired records per set at `now_ms` (sets with none left out;

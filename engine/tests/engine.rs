@@ -579,9 +579,9 @@ fn stored_keys_survive_views_installs_and_scans() {
         .collect();
     dst.install(NS, &all, records, 1, 3).unwrap();
     let p = partition_of(&d);
-    let digests = dst.partition_digests(NS, p, None, T0_MS).unwrap();
-    let scanned = dst.read_records(NS, &digests, T0_MS).unwrap();
-    assert_eq!(scanned.len(), 1);
+    let digests = dst.partition_digests(NS, p, None, None, T0_MS).unwrap();
+    let (scanned, consumed) = dst.read_records(NS, &digests, T0_MS, usize::MAX).unwrap();
+    assert_eq!((scanned.len(), consumed), (1, 1));
     assert_eq!(scanned[0].key.as_ref(), Some(&key));
 }
 
@@ -608,15 +608,28 @@ fn paged_reads_skip_records_deleted_after_the_digests_were_taken() {
             .unwrap();
     }
     let digests = engine
-        .partition_digests(NS, 0, Some(&ds[0]), T0_MS)
+        .partition_digests(NS, 0, None, Some(&ds[0]), T0_MS)
         .unwrap();
     assert_eq!(digests, ds[1..].to_vec());
+    assert!(
+        engine
+            .partition_digests(NS, 0, Some("other"), None, T0_MS)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        engine
+            .partition_digests(NS, 0, Some(""), None, T0_MS)
+            .unwrap(),
+        ds
+    );
     engine.apply(1, 10, T0_MS, &delete(ds[2])).unwrap();
-    let read: Vec<_> = engine
-        .read_records(NS, &digests, T0_MS)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.digest)
-        .collect();
-    assert_eq!(read, vec![ds[1], ds[3], ds[4]]);
+    let (read, consumed) = engine
+        .read_records(NS, &digests, T0_MS, usize::MAX)
+        .unwrap();
+    let read: Vec<_> = read.into_iter().map(|r| r.digest).collect();
+    assert_eq!((read, consumed), (vec![ds[1], ds[3], ds[4]], 4));
+    // A byte budget stops after the record that reaches it.
+    let (page, consumed) = engine.read_records(NS, &digests, T0_MS, 1).unwrap();
+    assert_eq!((page.len(), consumed), (1, 1));
 }
