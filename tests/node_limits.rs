@@ -325,6 +325,50 @@ async fn filter_expressions_answer_16_and_change_nothing() {
     assert_eq!(node.terminate(), Some(0));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_record_size_bytes_is_a_namespace_setting_checked_at_start() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aerie"))
+        .args(["node", "--print-default-config"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("max_record_size_bytes = 1048576"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[namespaces]]\nname = \"test\"\nwrite_block_size_bytes = 65536\nmax_record_size_bytes = 131072\n",
+    )
+    .unwrap();
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_aerie"))
+        .args(["node", "--config", bad.to_str().unwrap()])
+        .env("AERIE_DATA_DIR", dir.path().join("bad-data"))
+        .env("AERIE_PORT", "0")
+        .env("AERIE_METRICS_PORT", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("max_record_size_bytes"), "{stderr}");
+
+    let node = node_with(
+        dir.path(),
+        "[[namespaces]]\nname = \"test\"\nmax_record_size_bytes = 4096\n",
+    );
+    let client = client(&node).await;
+    let key = as_key!("test", "small", 1);
+    let put = |n: usize| {
+        let bins = [as_bin!("b", vec![1u8; n])];
+        let (client, key) = (&client, &key);
+        async move { client.put(&WritePolicy::default(), key, &bins).await }
+    };
+    assert_eq!(code(put(5000).await), Some(ResultCode::RecordTooBig));
+    put(3000).await.unwrap();
+    client.close().await.unwrap();
+    assert_eq!(node.terminate(), Some(0));
+}
+
 fn frame_header(msg_type: u8, size: u64) -> Vec<u8> {
     let mut out = vec![2, msg_type];
     out.extend_from_slice(&size.to_be_bytes()[2..]);

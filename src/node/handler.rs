@@ -602,3 +602,31 @@ fn key_matches_digest(req: &RecordRequest<'_>) -> Result<(), ResultCode> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wait_past_its_deadline_is_a_timeout() {
+        let deadline = Deadline::total(20);
+        let never = std::future::pending::<()>();
+        assert_eq!(deadline.wait(never).await, Err(ResultCode::Timeout));
+        assert!(deadline.passed());
+        assert_eq!(Deadline::total(1_000).wait(async { 5 }).await, Ok(5));
+        // 0 is the server default, not "no deadline".
+        assert!(Deadline::total(0).at.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_scan_without_a_total_deadline_bounds_each_wait() {
+        let deadline = Deadline::scan(0, Duration::from_millis(20));
+        assert!(!deadline.passed());
+        let never = std::future::pending::<()>();
+        assert_eq!(deadline.wait(never).await, Err(ResultCode::Timeout));
+        assert!(!deadline.passed(), "a slow step does not end the scan");
+        let total = Deadline::scan(10, Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        assert!(total.passed());
+    }
+}
