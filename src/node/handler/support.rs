@@ -15,6 +15,7 @@
 //! SHORT_QUERY and info2 RELAX_AP_LONG_QUERY, and the scan task id and
 //! socket timeout (the timeout bounds each wait of the scan).
 
+use aerie_protocol::batch::parent_flags;
 use aerie_protocol::field::field_type as ft;
 use aerie_protocol::scan::ScanRequest;
 use aerie_protocol::{
@@ -36,6 +37,12 @@ const READ_TOUCH_MAX_PCT: u32 = 100;
 const OLD_SCAN_OPTIONS: u8 = 8;
 /// Field 44: a query's text WHERE clause (8.2+ servers).
 const QUERY_WHERE: u8 = 44;
+/// Every batch parent flag: inline processing is a scheduling hint, and
+/// every row is always answered (what the other two ask for).
+const KNOWN_PARENT_FLAGS: u8 = parent_flags::ALLOW_INLINE
+    | parent_flags::ALLOW_INLINE_SSD
+    | parent_flags::RESPOND_ALL_KEYS
+    | parent_flags::REPORT_ERROR_PER_RECORD;
 
 fn refuse(code: ResultCode) -> Check {
     Err(code)
@@ -159,6 +166,9 @@ pub fn delete(req: &RecordRequest<'_>) -> Check {
 pub fn batch(req: &BatchRequest<'_>) -> Check {
     no_filter(req.filter)?;
     no_other_fields(&req.other_fields)?;
+    if req.parent_flags & !KNOWN_PARENT_FLAGS != 0 {
+        return refuse(ResultCode::Parameter);
+    }
     header(&req.header)
 }
 
