@@ -250,23 +250,31 @@ impl Server {
             Ok(RecordCommand::Delete) => DELETE,
             _ => READ,
         };
-        let result = match (self.has_namespace(req.namespace), command) {
-            (false, _) => Err(ResultCode::Namespace),
-            (true, Err(e)) => Err(e.result_code()),
-            (true, Ok(command)) => match key_matches_digest(req) {
-                Err(code) => Err(code),
-                Ok(()) => match command {
-                    RecordCommand::Read => self.read(req, &deadline, out).await,
-                    RecordCommand::Write => self.write(req, &deadline, out).await,
-                    RecordCommand::Delete => self.delete(req, &deadline, out).await,
-                },
-            },
-        };
+        let result = self.run_record(req, command, &deadline, out).await;
         // A missing record is an answer, not a failure of the server.
         let failed = result.is_err_and(|c| c != ResultCode::NotFound);
         self.metrics.record(kind, started.elapsed(), failed);
         if let Err(code) = result {
             encode_or_log(encode_record_response(out, code, 0, 0, &[]));
+        }
+    }
+
+    async fn run_record(
+        &self,
+        req: &RecordRequest<'_>,
+        command: aerie_protocol::Result<RecordCommand>,
+        deadline: &Deadline,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ResultCode> {
+        if !self.has_namespace(req.namespace) {
+            return Err(ResultCode::Namespace);
+        }
+        let command = command.map_err(|e| e.result_code())?;
+        key_matches_digest(req)?;
+        match command {
+            RecordCommand::Read => self.read(req, deadline, out).await,
+            RecordCommand::Write => self.write(req, deadline, out).await,
+            RecordCommand::Delete => self.delete(req, deadline, out).await,
         }
     }
 
