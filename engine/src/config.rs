@@ -46,6 +46,9 @@ impl Default for EngineConfig {
     }
 }
 
+/// Aerospike's default `max-record-size`.
+pub const DEFAULT_MAX_RECORD_SIZE_BYTES: u32 = 1 << 20;
+
 /// One namespace's settings (serde: the node's config file and the cluster
 /// metadata use them; missing fields take the defaults).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -63,8 +66,14 @@ pub struct NamespaceConfig {
     /// Writes fail with stop-writes once the index uses this much RAM (0 = no
     /// limit).
     pub memory_limit_bytes: u64,
-    /// Size of one write block (segment file); also the largest record.
+    /// Size of one write block (segment file).
     pub write_block_size_bytes: u32,
+    /// Largest record, as stored (its encoded version: header, set, key and
+    /// bins); a write whose result would be larger is refused with
+    /// RECORD_TOO_BIG (13). At most `write_block_size_bytes`; the default
+    /// (Aerospike's 1 MiB) is lowered to the block size when blocks are
+    /// smaller.
+    pub max_record_size_bytes: u32,
     /// `tick` writes the current block's new bytes to its file when they are
     /// this old (not an fsync: durability comes from checkpoints).
     pub flush_interval_ms: u64,
@@ -84,6 +93,7 @@ impl Default for NamespaceConfig {
             stop_writes_used_pct: 70,
             memory_limit_bytes: 0,
             write_block_size_bytes: 8 << 20,
+            max_record_size_bytes: DEFAULT_MAX_RECORD_SIZE_BYTES,
             flush_interval_ms: 1_000,
             defrag_lwm_pct: 50,
             post_write_cache_blocks: 8,
@@ -98,6 +108,11 @@ impl NamespaceConfig {
             name: name.to_string(),
             ..NamespaceConfig::default()
         }
+    }
+
+    /// The largest record this namespace stores, bytes.
+    pub fn record_size_limit_bytes(&self) -> u32 {
+        self.max_record_size_bytes.min(self.write_block_size_bytes)
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -116,6 +131,15 @@ impl NamespaceConfig {
                 "{name}: write_block_size_bytes {block} outside {}..={}",
                 format::MIN_WRITE_BLOCK_BYTES,
                 format::MAX_WRITE_BLOCK_BYTES
+            )));
+        }
+        if self.max_record_size_bytes == 0
+            || (self.max_record_size_bytes > self.write_block_size_bytes
+                && self.max_record_size_bytes != DEFAULT_MAX_RECORD_SIZE_BYTES)
+        {
+            return Err(Error::Config(format!(
+                "{name}: max_record_size_bytes {} must be 1..=write_block_size_bytes ({block})",
+                self.max_record_size_bytes
             )));
         }
         if self.stop_writes_used_pct == 0 || self.stop_writes_used_pct > 100 {

@@ -179,6 +179,39 @@ pub fn encode_version(h: &VersionHeader, body: Option<&Record>) -> Vec<u8> {
     out
 }
 
+/// The exact size of [`encode_version`] for a live record, without encoding
+/// it (the record size limit is checked before anything is stored).
+pub fn encoded_version_len(record: &Record) -> usize {
+    let key = record.key.as_ref().map_or(0, |k| 4 + key_len(k));
+    let bins: usize = record
+        .bins
+        .iter()
+        .map(|b| 1 + b.name.len() + 1 + 4 + value_len(&b.value))
+        .sum();
+    RECORD_HEADER_BYTES + 1 + record.set.len() + 1 + key + 2 + bins
+}
+
+fn key_len(key: &Key) -> usize {
+    match key {
+        Key::Int(_) | Key::Float(_) => 8,
+        Key::String(b) | Key::Blob { bytes: b, .. } => b.len(),
+    }
+}
+
+fn value_len(value: &Value) -> usize {
+    match value {
+        Value::Nil => 0,
+        Value::Int(_) | Value::Float(_) => 8,
+        Value::Bool(_) => 1,
+        Value::String(b)
+        | Value::Blob { bytes: b, .. }
+        | Value::List(b)
+        | Value::Map(b)
+        | Value::GeoJson(b)
+        | Value::Hll(b) => b.len(),
+    }
+}
+
 fn body_size_hint(record: &Record) -> usize {
     let bins: usize = record.bins.iter().map(|b| 6 + b.name.len() + 16).sum();
     4 + record.set.len() + 16 + bins
@@ -532,5 +565,48 @@ mod tests {
         }
         bytes.push(0);
         assert!(decode_record_image(&bytes).is_err());
+    }
+
+    #[test]
+    fn encoded_version_len_is_the_encoded_size() {
+        let header = VersionHeader {
+            kind: KIND_LIVE,
+            generation: 1,
+            digest: [1; 20],
+            void_time: 0,
+            last_update_ms: 0,
+            log_id: 1,
+            log_index: 1,
+            seq: 1,
+            tomb_bound_block: 0,
+        };
+        let keys = [
+            None,
+            Some(Key::Int(5)),
+            Some(Key::Float(0.5)),
+            Some(Key::String(b"k1".to_vec())),
+            Some(Key::Blob {
+                particle: particle::BLOB,
+                bytes: vec![1, 2, 3],
+            }),
+        ];
+        for key in keys {
+            let record = Record {
+                digest: [1; 20],
+                set: "s".into(),
+                key,
+                bins: vec![
+                    Bin::new("i", Value::Int(1)),
+                    Bin::new("b", Value::Bool(true)),
+                    Bin::new("l", Value::List(vec![0x91, 1])),
+                    Bin::new("s", Value::string("hello")),
+                ],
+                generation: 1,
+                void_time: 0,
+                last_update_ms: 0,
+            };
+            let encoded = encode_version(&header, Some(&record)).len();
+            assert_eq!(encoded_version_len(&record), encoded);
+        }
     }
 }

@@ -227,20 +227,25 @@ impl NsState {
         let Some(e) = self.visible(digest, now_ms) else {
             return Ok(None);
         };
-        let bins = match bins {
-            BinSelection::None => Vec::new(),
-            BinSelection::All => self.read_entry(&e)?.bins,
+        let (key, bins) = match bins {
+            BinSelection::None => (None, Vec::new()),
+            BinSelection::All => {
+                let record = self.read_entry(&e)?;
+                (record.key, record.bins)
+            }
             BinSelection::Named(names) => {
-                let all = self.read_entry(&e)?.bins;
-                names
+                let record = self.read_entry(&e)?;
+                let named = names
                     .iter()
-                    .filter_map(|n| all.iter().find(|b| &b.name == n).cloned())
-                    .collect()
+                    .filter_map(|n| record.bins.iter().find(|b| &b.name == n).cloned())
+                    .collect();
+                (record.key, named)
             }
         };
         Ok(Some(RecordView {
             generation: e.generation,
             void_time: e.void_time,
+            key,
             bins,
         }))
     }
@@ -292,12 +297,27 @@ impl NsState {
             Effect::Nothing => {}
             Effect::Delete => self.store_tombstone(stamp, seq, write.digest)?,
             Effect::Write(record) => {
+                self.check_record_size(&record)?;
                 let set_id = self.sets.id_for(&record.set)?;
                 let header = live_header(&record, stamp, seq.fetch_add(1, Ordering::SeqCst));
                 self.store_version(&header, Some(&record), set_id)?;
             }
         }
         Ok(outcome)
+    }
+
+    /// Refuses a record image above the namespace's limit: a record error,
+    /// so every replica refuses the same command the same way.
+    fn check_record_size(&self, record: &Record) -> Result<()> {
+        let size_bytes = format::encoded_version_len(record);
+        let max_bytes = self.cfg.record_size_limit_bytes() as usize;
+        if size_bytes > max_bytes {
+            return Err(Error::RecordTooBig {
+                size_bytes,
+                max_bytes,
+            });
+        }
+        Ok(())
     }
 
     /// Writes a live version of `record` (install, replay) under `stamp`.

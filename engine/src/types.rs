@@ -348,6 +348,9 @@ pub struct RecordView {
     pub generation: u16,
     /// Void time (seconds since 2010-01-01, 0 = never).
     pub void_time: u32,
+    /// The stored user key (`None` without one, and for header-only reads,
+    /// which read no record bytes).
+    pub key: Option<Key>,
     /// Selected bins, in record order.
     pub bins: Vec<Bin>,
 }

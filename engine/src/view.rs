@@ -246,7 +246,10 @@ impl Engine {
     }
 
     /// Up to `max_records` live records of a partition with digests after
-    /// `after`, in digest order.
+    /// `after`, in digest order. Each call sorts the partition's digests:
+    /// a scan that pages through a whole partition should take
+    /// [`Engine::partition_digests`] once and read pages with
+    /// [`Engine::read_records`].
     pub fn scan_partition(
         &self,
         ns: &str,
@@ -255,32 +258,80 @@ impl Engine {
         max_records: usize,
         now_ms: u64,
     ) -> Result<ScanPage> {
-        let handle = self.namespace(ns)?;
-        let state = handle.read();
-        let mut entries: Vec<Entry> = state
-            .index
-            .partition(partition)
-            .entries()
-            .iter()
-            .filter(|e| !e.is_tombstone() && !is_expired(e.void_time, now_ms))
-            .filter(|e| after.is_none_or(|a| e.digest > *a))
-            .copied()
-            .collect();
-        entries.sort_unstable_by_key(|e| e.digest);
-        let more = entries.len() > max_records;
-        entries.truncate(max_records);
-        let records = entries
-            .iter()
-            .map(|e| state.read_entry(e))
-            .collect::<Result<Vec<_>>>()?;
+        let digests = self.partition_digests(ns, partition, None, after, now_ms)?;
+        let page = &digests[..digests.len().min(max_records)];
+        let (records, _) = self.read_records(ns, page, now_ms, usize::MAX)?;
         Ok(ScanPage {
-            resume_after: if more {
-                entries.last().map(|e| e.digest)
+            records,
+            resume_after: if digests.len() > page.len() {
+                page.last().copied()
             } else {
                 None
             },
-            records,
         })
+    }
+
+    /// The digests of a partition's records live at `now_ms` (of one set,
+    /// or all) that sort after `after`, in digest order. RAM only, one
+    /// short read lock.
+    pub fn partition_digests(
+        &self,
+        ns: &str,
+        partition: u16,
+        set: Option<&str>,
+        after: Option<&Digest>,
+        now_ms: u64,
+    ) -> Result<Vec<Digest>> {
+        let handle = self.namespace(ns)?;
+        let mut digests: Vec<Digest> = {
+            let state = handle.read();
+            let set_id = match set {
+                Some(name) => match state.sets.get(name) {
+                    Some(id) => Some(id),
+                    None => return Ok(Vec::new()),
+                },
+                None => None,
+            };
+            state
+                .index
+                .partition(partition)
+                .entries()
+                .iter()
+                .filter(|e| !e.is_tombstone() && !is_expired(e.void_time, now_ms))
+                .filter(|e| set_id.is_none_or(|id| e.set_id == id))
+                .filter(|e| after.is_none_or(|a| e.digest > *a))
+                .map(|e| e.digest)
+                .collect()
+        };
+        digests.sort_unstable();
+        Ok(digests)
+    }
+
+    /// The records of a prefix of `digests` still live at `now_ms`, in that
+    /// order (those deleted or expired since the digests were taken are left
+    /// out), and the length of that prefix: reading stops once the records
+    /// read reach `max_bytes` as stored (at least one is read). One read lock
+    /// for the call.
+    pub fn read_records(
+        &self,
+        ns: &str,
+        digests: &[Digest],
+        now_ms: u64,
+        max_bytes: usize,
+    ) -> Result<(Vec<Record>, usize)> {
+        let handle = self.namespace(ns)?;
+        let state = handle.read();
+        let (mut records, mut bytes) = (Vec::new(), 0usize);
+        for (consumed, digest) in digests.iter().enumerate() {
+            if bytes >= max_bytes {
+                return Ok((records, consumed));
+            }
+            if let Some(e) = state.visible(digest, now_ms) {
+                bytes = bytes.saturating_add(e.len_bytes as usize);
+                records.push(state.read_entry(&e)?);
+            }
+        }
+        Ok((records, digests.len()))
     }
 
     /// Live, unexpired records per set at `now_ms` (sets with none left out;

@@ -474,3 +474,162 @@ fn install_replaces_partitions_durably_and_scans_resume() {
     );
     assert!(scanned.windows(2).all(|w| w[0] < w[1]));
 }
+
+fn with_key(d: aerie_engine::Digest, key: aerie_engine::Key, bins: Vec<Bin>) -> Command {
+    let mut write = Write::new(NS, d);
+    write.key = Some(key);
+    Command::Put(aerie_engine::Put { write, bins })
+}
+
+#[test]
+fn the_record_size_limit_is_checked_on_the_final_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 64 << 10);
+    cfg.namespaces[0].max_record_size_bytes = 1000;
+    let engine = Engine::open(cfg).unwrap();
+    let d = digest(1);
+    let bin = |n: usize| vec![Bin::new("s", Value::String(vec![b'x'; n]))];
+    engine.apply(1, 1, T0_MS, &put(d, bin(600))).unwrap();
+    // Each append is small; the record it would make is not.
+    let append = Command::Operate(Operate {
+        write: Write::new(NS, d),
+        ops: vec![Op::Append(Bin::new("s", Value::String(vec![b'y'; 600])))],
+    });
+    let refused = engine.apply(1, 2, T0_MS, &append).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            Error::RecordTooBig {
+                max_bytes: 1000,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(refused.result_code(), 13);
+    assert!(
+        refused.is_record_error(),
+        "applied as a refusal, deterministically"
+    );
+    assert_eq!(engine.applied_index(1), 2);
+    let kept = engine
+        .get(NS, &d, &BinSelection::All, T0_MS)
+        .unwrap()
+        .unwrap();
+    assert_eq!((kept.generation, kept.bins), (1, bin(600)));
+    assert!(
+        engine
+            .apply(1, 3, T0_MS, &put(digest(2), bin(2000)))
+            .is_err()
+    );
+    assert!(!engine.exists(NS, &digest(2), T0_MS).unwrap());
+}
+
+#[test]
+fn record_size_settings_are_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    for (max_record, ok) in [(0, false), (4096, true), (8192, true), (8193, false)] {
+        let mut cfg = config(&dir.path().join(max_record.to_string()), 8 << 10);
+        cfg.namespaces[0].max_record_size_bytes = max_record;
+        match Engine::open(cfg) {
+            Ok(_) => assert!(ok, "{max_record} accepted"),
+            Err(e) => {
+                assert!(!ok, "{max_record}: {e}");
+                assert!(e.to_string().contains("max_record_size_bytes"), "{e}");
+            }
+        }
+    }
+    // The default (1 MiB) follows smaller blocks down.
+    let ns = aerie_engine::NamespaceConfig {
+        write_block_size_bytes: 8 << 10,
+        ..aerie_engine::NamespaceConfig::named(NS)
+    };
+    assert_eq!(ns.record_size_limit_bytes(), 8 << 10);
+    assert_eq!(
+        aerie_engine::NamespaceConfig::default().record_size_limit_bytes(),
+        1 << 20
+    );
+}
+
+#[test]
+fn stored_keys_survive_views_installs_and_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Engine::open(config(&dir.path().join("a"), 64 << 10)).unwrap();
+    let dst = Engine::open(config(&dir.path().join("b"), 64 << 10)).unwrap();
+    let d = digest(9);
+    let key = aerie_engine::Key::String(b"user-9".to_vec());
+    let bins = vec![Bin::new("a", Value::Int(1))];
+    src.apply(1, 1, T0_MS, &with_key(d, key.clone(), bins.clone()))
+        .unwrap();
+    let view = src.get(NS, &d, &BinSelection::All, T0_MS).unwrap().unwrap();
+    assert_eq!(view.key.as_ref(), Some(&key));
+    // Another key with the same digest is a mismatch; no key at all is not.
+    let other = with_key(d, aerie_engine::Key::Int(9), bins.clone());
+    assert!(matches!(
+        src.apply(1, 2, T0_MS, &other),
+        Err(Error::KeyMismatch)
+    ));
+    src.apply(1, 3, T0_MS, &put(d, bins)).unwrap();
+    let all: Vec<u16> = (0..4096).collect();
+    let records: Vec<_> = src
+        .view(NS, &all)
+        .unwrap()
+        .records()
+        .map(|r| r.unwrap())
+        .collect();
+    dst.install(NS, &all, records, 1, 3).unwrap();
+    let p = partition_of(&d);
+    let digests = dst.partition_digests(NS, p, None, None, T0_MS).unwrap();
+    let (scanned, consumed) = dst.read_records(NS, &digests, T0_MS, usize::MAX).unwrap();
+    assert_eq!((scanned.len(), consumed), (1, 1));
+    assert_eq!(scanned[0].key.as_ref(), Some(&key));
+}
+
+#[test]
+fn paged_reads_skip_records_deleted_after_the_digests_were_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), 64 << 10)).unwrap();
+    // Same partition: digests that differ only after the first two bytes.
+    let ds: Vec<_> = (0..5u8)
+        .map(|i| {
+            let mut d = [0u8; 20];
+            d[19] = i;
+            d
+        })
+        .collect();
+    for (i, d) in ds.iter().enumerate() {
+        engine
+            .apply(
+                1,
+                i as u64 + 1,
+                T0_MS,
+                &put(*d, vec![Bin::new("v", Value::Int(1))]),
+            )
+            .unwrap();
+    }
+    let digests = engine
+        .partition_digests(NS, 0, None, Some(&ds[0]), T0_MS)
+        .unwrap();
+    assert_eq!(digests, ds[1..].to_vec());
+    assert!(
+        engine
+            .partition_digests(NS, 0, Some("other"), None, T0_MS)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        engine
+            .partition_digests(NS, 0, Some(""), None, T0_MS)
+            .unwrap(),
+        ds
+    );
+    engine.apply(1, 10, T0_MS, &delete(ds[2])).unwrap();
+    let (read, consumed) = engine
+        .read_records(NS, &digests, T0_MS, usize::MAX)
+        .unwrap();
+    let read: Vec<_> = read.into_iter().map(|r| r.digest).collect();
+    assert_eq!((read, consumed), (vec![ds[1], ds[3], ds[4]], 4));
+    // A byte budget stops after the record that reaches it.
+    let (page, consumed) = engine.read_records(NS, &digests, T0_MS, 1).unwrap();
+    assert_eq!((page.len(), consumed), (1, 1));
+}

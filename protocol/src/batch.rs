@@ -421,12 +421,24 @@ pub fn encode_batch_row(
     void_time_secs: u32,
     ops: &[Op<'_>],
 ) -> Result<()> {
+    begin_batch_row(out, index, result_code, generation, void_time_secs).finish_with_ops(out, ops)
+}
+
+/// Starts a response row message: add fields (a stored key: namespace,
+/// digest, set and key, as scan records carry them) and ops with the
+/// writer, then finish it.
+pub fn begin_batch_row(
+    out: &mut Vec<u8>,
+    index: u32,
+    result_code: ResultCode,
+    generation: u32,
+    void_time_secs: u32,
+) -> MessageWriter {
     let header = MessageHeader {
         transaction_ttl: index,
         ..MessageHeader::response(result_code, generation, void_time_secs)
     };
-    let w = MessageWriter::begin(out, &header);
-    w.finish_with_ops(out, ops)
+    MessageWriter::begin(out, &header)
 }
 
 /// One message of a batch response stream, as a client reads it.

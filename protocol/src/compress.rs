@@ -10,6 +10,8 @@
 //! [`Limits::max_message_size_bytes`] and within what zlib can possibly
 //! expand the compressed bytes to; the output buffer never grows past the
 //! declared size (plus one byte, to detect a stream that inflates further).
+//! The declared size is never trusted for an allocation: the buffer starts
+//! small and doubles only as the stream actually inflates.
 
 use std::io::Write as _;
 
@@ -28,6 +30,8 @@ pub const MAX_ZLIB_EXPANSION_RATIO: u64 = 1032;
 const EXPANSION_SLACK_BYTES: u64 = 1024;
 /// The zlib level the clients use.
 pub const CLIENT_COMPRESSION_LEVEL: u32 = 1;
+/// First output buffer size; it doubles as the stream inflates.
+const FIRST_OUTPUT_BYTES: usize = 16 << 10;
 
 fn fail(reason: impl Into<String>) -> Error {
     Error::Decompress {
@@ -68,9 +72,14 @@ pub fn decompress(body: &[u8], limits: &Limits) -> Result<Vec<u8>> {
         return Err(fail("declared size below a proto header"));
     }
     let declared = usize::try_from(declared).map_err(|_| fail("declared size too large"))?;
-    let mut out = Vec::with_capacity(declared + 1);
+    // One byte past the declared size shows a stream that inflates further.
+    let cap = declared + 1;
+    let mut out = Vec::with_capacity(cap.min(FIRST_OUTPUT_BYTES));
     let mut inflater = Decompress::new(true);
     loop {
+        if out.len() == out.capacity() {
+            out.reserve_exact(out.len().min(cap - out.len()));
+        }
         let consumed = usize::try_from(inflater.total_in()).unwrap_or(usize::MAX);
         let input = compressed.get(consumed..).unwrap_or_default();
         let before = (inflater.total_in(), out.len());

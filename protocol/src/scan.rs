@@ -278,6 +278,18 @@ pub fn begin_scan_record(
         ..MessageHeader::response(ResultCode::Ok, record.generation, record.void_time_secs)
     };
     let mut w = MessageWriter::begin(out, &header);
+    write_record_fields(&mut w, out, record)?;
+    Ok(w)
+}
+
+/// Writes the fields that name a record in a response message: namespace
+/// and digest, then the set and the stored key when there are (what scan
+/// records carry, and batch rows of records with a stored key).
+pub fn write_record_fields(
+    w: &mut MessageWriter,
+    out: &mut Vec<u8>,
+    record: &ScanRecordHeader<'_>,
+) -> Result<()> {
     w.field(out, &Field::Namespace(record.namespace))?;
     w.field(out, &Field::Digest(record.digest))?;
     if let Some(set) = record.set {
@@ -286,7 +298,7 @@ pub fn begin_scan_record(
     if let Some(key) = record.key {
         w.field(out, &Field::Key(key))?;
     }
-    Ok(w)
+    Ok(())
 }
 
 /// Appends a whole record message with these bins.

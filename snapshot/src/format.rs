@@ -186,6 +186,8 @@ fn decode_namespace(r: &mut Reader<'_>) -> Result<NamespaceConfig, HeaderError> 
         flush_interval_ms: r.u64()?,
         defrag_lwm_pct: r.u8()?,
         post_write_cache_blocks: r.u32()? as usize,
+        // Not in the header (format version 1): the node's config sets it.
+        ..NamespaceConfig::default()
     })
 }
 

@@ -115,9 +115,6 @@ pub fn engine_code(error: &engine::Error) -> ResultCode {
     ResultCode::from_u8(error.result_code())
 }
 
-/// The result code of a replication error. Retriable conditions use the
-/// codes clients retry on (§7.5); an outcome that is unknown answers TIMEOUT,
-/// which clients report as "in doubt" for writes.
 /// A refused write surely did not run: out of space is Aerospike's
 /// stop-writes (8); a shard retrying a failing entry is a device that does
 /// not keep up (18, retry later); a poisoned engine or WAL needs a restart,
@@ -131,15 +128,124 @@ fn refusal_code(refusal: &aerie_replication::health::Refusal) -> ResultCode {
     }
 }
 
-pub fn replication_code(error: &aerie_replication::Error) -> ResultCode {
+/// How far a request got before a replication error came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    /// Nothing can take effect: handing the command to the shard failed, or
+    /// the request is a read.
+    Nothing,
+    /// A write was handed to its shard: unless the error says it was surely
+    /// not applied, it may still be (it may be in the log).
+    Write,
+}
+
+/// The result code of a replication error: exact when the error says what
+/// happened, TIMEOUT (which clients report as "in doubt" for writes) when a
+/// queued write may still take effect. Retriable conditions use the codes
+/// clients retry on (§7.5).
+pub fn replication_code(error: &aerie_replication::Error, queued: Queued) -> ResultCode {
     use aerie_replication::Error as E;
     match error {
-        E::Engine(e) => engine_code(e),
+        // Applied as a refusal: the engine's answer, on every replica.
+        E::Engine(e) if e.is_record_error() => engine_code(e),
+        // Surely not applied.
         E::NotLeader { .. } | E::Dropped(_) | E::NoShard(_) => ResultCode::Unavailable,
-        E::InDoubt(_) | E::Timeout(_) => ResultCode::Timeout,
         E::Overloaded { .. } => ResultCode::DeviceOverload,
         E::TooLarge { .. } => ResultCode::RecordTooBig,
         E::WritesRefused { refusal, .. } => refusal_code(refusal),
+        // The ready loop stopped before it took the command: never proposed
+        // (a stop with the command in the log answers InDoubt).
+        E::Stopped => ResultCode::Unavailable,
+        // Unknown by definition.
+        E::InDoubt(_) | E::Timeout(_) => ResultCode::Timeout,
+        // Anything else (a WAL or engine failure...) once a write is queued:
+        // its entry may be in the log and applied later.
+        _ if queued == Queued::Write => ResultCode::Timeout,
         _ => ResultCode::ServerError,
+    }
+}
+
+/// A stored key as a wire key (borrowing it).
+pub fn key_out(key: &Key) -> UserKey<'_> {
+    match key {
+        Key::Int(i) => UserKey::Int(*i),
+        Key::Float(f) => UserKey::Float(*f),
+        Key::String(s) => UserKey::String(s),
+        Key::Blob { particle, bytes } => UserKey::Blob(
+            BlobType::from_u8(*particle).unwrap_or(BlobType::Generic),
+            bytes,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aerie_replication::Error as E;
+
+    #[test]
+    fn a_queued_write_is_in_doubt_unless_the_error_says_otherwise() {
+        let definite = [
+            (
+                E::NotLeader {
+                    shard: 0,
+                    leader: 0,
+                },
+                ResultCode::Unavailable,
+            ),
+            (E::Dropped(0), ResultCode::Unavailable),
+            (
+                E::Overloaded { shard: 0, limit: 1 },
+                ResultCode::DeviceOverload,
+            ),
+            (
+                E::Engine(engine::Error::RecordTooBig {
+                    size_bytes: 2,
+                    max_bytes: 1,
+                }),
+                ResultCode::RecordTooBig,
+            ),
+            (E::InDoubt(0), ResultCode::Timeout),
+        ];
+        for (error, code) in definite {
+            assert_eq!(replication_code(&error, Queued::Write), code, "{error}");
+            assert_eq!(replication_code(&error, Queued::Nothing), code, "{error}");
+        }
+        let unknown = [
+            E::Stopped,
+            E::ApplyFailed {
+                index: 1,
+                reason: String::new(),
+            },
+            E::Engine(engine::Error::Poisoned(String::new())),
+        ];
+        for error in unknown {
+            assert_eq!(
+                replication_code(&error, Queued::Write),
+                ResultCode::Timeout,
+                "{error}"
+            );
+            assert_ne!(
+                replication_code(&error, Queued::Nothing),
+                ResultCode::Timeout,
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn stored_keys_go_back_as_sent() {
+        let keys = [
+            Key::Int(-5),
+            Key::Float(1.5),
+            Key::String(b"k1".to_vec()),
+            Key::Blob {
+                particle: 4,
+                bytes: vec![1, 2],
+            },
+        ];
+        for key in keys {
+            assert_eq!(key_in(&key_out(&key)), key);
+        }
     }
 }

@@ -1,28 +1,33 @@
 //! One decoded frame in, its answer out: info commands, single-record
 //! commands (writes through raft, reads on the leader after a read barrier),
-//! batch reads and partition scans. Streams (batch, scan) are written in
-//! frames of bounded size as they are produced.
+//! batch reads and partition scans (`stream.rs`). What Aerie does not
+//! implement is refused before anything runs (`support.rs`). Every wait has
+//! a deadline ([`Deadline`]): a request that runs out of time is answered
+//! TIMEOUT.
 
-use std::collections::BTreeMap;
+mod stream;
+mod support;
+
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use aerie_engine::{BinSelection, Command, Engine, OpResult, Operate, RecordView, partition_of};
-use aerie_protocol::framing::{self, MessageType};
+use aerie_protocol::framing::MessageType;
 use aerie_protocol::info::{self, InfoRequest, InfoResponseWriter, names};
-use aerie_protocol::message::{Info1, Info2, encode_last};
+use aerie_protocol::message::{Info1, Info2};
 use aerie_protocol::request::{RecordCommand, RecordRequest};
-use aerie_protocol::scan::{self, ScanRecordHeader, ScanRequest};
 use aerie_protocol::{
-    BatchRequest, Frame, Limits, Op, Request, ResultCode, Value, batch, compress,
-    encode_error_response, encode_record_response,
+    Frame, Limits, Op, Request, ResultCode, Value, compress, compute_digest, encode_error_response,
+    encode_record_response,
 };
 use aerie_replication::shards::ShardMap;
 use aerie_replication::{Node, now_ms};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 use tokio::sync::oneshot;
 
-use super::convert::{self, engine_code, replication_code, value_out};
+use super::convert::{self, Queued, engine_code, replication_code, value_out};
 use super::metrics::CommandMetrics;
 
 /// Indices into `metrics::COMMANDS`.
@@ -33,10 +38,11 @@ const BATCH: usize = 3;
 const SCAN: usize = 4;
 const INFO: usize = 5;
 
-/// A stream answer is flushed to the socket once a frame reaches this size.
-const STREAM_FRAME_BYTES: usize = 256 << 10;
-/// Records read per engine call during a scan.
-const SCAN_PAGE_RECORDS: usize = 256;
+/// The deadline of a single-record or batch request whose transaction_ttl
+/// is 0 (Aerospike's `transaction-max-ms` default).
+const DEFAULT_TRANSACTION_MS: u32 = 1_000;
+/// The longest a truncate may take through all shards' logs.
+const TRUNCATE_MS: u32 = 10_000;
 
 /// What every connection shares.
 pub struct Server {
@@ -61,6 +67,51 @@ fn encode_or_log(result: aerie_protocol::Result<()>) {
     }
 }
 
+/// When a request must be answered by, and how long any one wait of it may
+/// take (a scan without a total deadline is bounded wait by wait).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Deadline {
+    at: Option<Instant>,
+    step: Duration,
+}
+
+impl Deadline {
+    /// `transaction_ttl` ms from now (0: [`DEFAULT_TRANSACTION_MS`]).
+    fn total(transaction_ttl_ms: u32) -> Deadline {
+        let ms = match transaction_ttl_ms {
+            0 => DEFAULT_TRANSACTION_MS,
+            ms => ms,
+        };
+        let step = Duration::from_millis(u64::from(ms));
+        Deadline {
+            at: Some(Instant::now() + step),
+            step,
+        }
+    }
+
+    /// Scans: `transaction_ttl` when the client gives one (0 = none, as in
+    /// Aerospike), and every wait within `step`.
+    fn scan(transaction_ttl_ms: u32, step: Duration) -> Deadline {
+        let at = (transaction_ttl_ms > 0)
+            .then(|| Instant::now() + Duration::from_millis(u64::from(transaction_ttl_ms)));
+        Deadline { at, step }
+    }
+
+    /// True once the request's time is up.
+    fn passed(&self) -> bool {
+        self.at.is_some_and(|at| Instant::now() >= at)
+    }
+
+    /// Awaits `f` until the deadline or `step`, whichever comes first.
+    async fn wait<F: Future>(&self, f: F) -> Result<F::Output, ResultCode> {
+        let step = Instant::now() + self.step;
+        let until = self.at.map_or(step, |at| at.min(step));
+        tokio::time::timeout_at(until.into(), f)
+            .await
+            .map_err(|_| ResultCode::Timeout)
+    }
+}
+
 impl Server {
     /// Answers one frame into `out` (streams are flushed to `writer` as they
     /// grow). `Err` only for socket errors: the connection then closes.
@@ -72,7 +123,7 @@ impl Server {
     ) -> Io {
         match frame.header.msg_type {
             MessageType::Info => {
-                let started = std::time::Instant::now();
+                let started = Instant::now();
                 self.info(frame.body, out).await;
                 self.metrics.record(INFO, started.elapsed(), false);
                 Ok(())
@@ -119,14 +170,14 @@ impl Server {
                 Ok(())
             }
             Ok(Request::Batch(request)) => {
-                let started = std::time::Instant::now();
+                let started = Instant::now();
                 let result = self.batch(&request, out, writer).await;
                 self.metrics
                     .record(BATCH, started.elapsed(), result.is_err());
                 result
             }
             Ok(Request::Scan(request)) => {
-                let started = std::time::Instant::now();
+                let started = Instant::now();
                 let result = self.scan(&request, out, writer).await;
                 self.metrics
                     .record(SCAN, started.elapsed(), result.is_err());
@@ -144,18 +195,30 @@ impl Server {
         self.map.shard_of(partition_of(digest))
     }
 
-    /// Waits until a read of `shard` here is linearizable.
-    async fn read_barrier(&self, shard: u32) -> Result<(), ResultCode> {
+    /// The namespace's largest record, bytes.
+    fn record_size_limit_bytes(&self, ns: &str) -> usize {
+        self.engine
+            .config()
+            .namespaces
+            .iter()
+            .find(|n| n.name == ns)
+            .map_or(0, |n| n.record_size_limit_bytes() as usize)
+    }
+
+    /// Waits until a read of `shard` here is linearizable. Reads change
+    /// nothing, so every failure is exact.
+    async fn read_barrier(&self, shard: u32, deadline: &Deadline) -> Result<(), ResultCode> {
         let (tx, rx) = oneshot::channel();
         self.node
             .read_barrier_with(shard, move |r| {
                 let _ = tx.send(r);
             })
-            .map_err(|e| replication_code(&e))?;
-        match rx.await {
+            .map_err(|e| replication_code(&e, Queued::Nothing))?;
+        match deadline.wait(rx).await? {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(replication_code(&e)),
-            Err(_) => Err(ResultCode::ServerError),
+            Ok(Err(e)) => Err(replication_code(&e, Queued::Nothing)),
+            // The shard went away without answering: retry elsewhere.
+            Err(_) => Err(ResultCode::Unavailable),
         }
     }
 
@@ -164,36 +227,30 @@ impl Server {
         &self,
         shard: u32,
         command: Command,
+        deadline: &Deadline,
     ) -> Result<aerie_engine::Outcome, ResultCode> {
         let outcome = self
             .node
             .propose(shard, command)
-            .map_err(|e| replication_code(&e))?;
-        match outcome.await {
+            .map_err(|e| replication_code(&e, Queued::Nothing))?;
+        match deadline.wait(outcome).await? {
             Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(e)) => Err(replication_code(&e)),
-            Err(_) => Err(ResultCode::ServerError),
+            Ok(Err(e)) => Err(replication_code(&e, Queued::Write)),
+            // Dropped without an answer: the entry may be in the log.
+            Err(_) => Err(ResultCode::Timeout),
         }
     }
 
     async fn record(&self, req: &RecordRequest<'_>, out: &mut Vec<u8>) {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
+        let deadline = Deadline::total(req.timeout_ms());
         let command = req.command();
         let kind = match command {
             Ok(RecordCommand::Write) => WRITE,
             Ok(RecordCommand::Delete) => DELETE,
             _ => READ,
         };
-        let result = if self.has_namespace(req.namespace) {
-            match command {
-                Ok(RecordCommand::Read) => self.read(req, out).await,
-                Ok(RecordCommand::Write) => self.write(req, out).await,
-                Ok(RecordCommand::Delete) => self.delete(req, out).await,
-                Err(e) => Err(e.result_code()),
-            }
-        } else {
-            Err(ResultCode::Namespace)
-        };
+        let result = self.run_record(req, command, &deadline, out).await;
         // A missing record is an answer, not a failure of the server.
         let failed = result.is_err_and(|c| c != ResultCode::NotFound);
         self.metrics.record(kind, started.elapsed(), failed);
@@ -202,7 +259,32 @@ impl Server {
         }
     }
 
-    async fn read(&self, req: &RecordRequest<'_>, out: &mut Vec<u8>) -> Result<(), ResultCode> {
+    async fn run_record(
+        &self,
+        req: &RecordRequest<'_>,
+        command: aerie_protocol::Result<RecordCommand>,
+        deadline: &Deadline,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ResultCode> {
+        if !self.has_namespace(req.namespace) {
+            return Err(ResultCode::Namespace);
+        }
+        let command = command.map_err(|e| e.result_code())?;
+        key_matches_digest(req)?;
+        match command {
+            RecordCommand::Read => self.read(req, deadline, out).await,
+            RecordCommand::Write => self.write(req, deadline, out).await,
+            RecordCommand::Delete => self.delete(req, deadline, out).await,
+        }
+    }
+
+    async fn read(
+        &self,
+        req: &RecordRequest<'_>,
+        deadline: &Deadline,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ResultCode> {
+        support::read(req)?;
         let info1 = req.header.info1;
         let selection = if info1.contains(Info1::GET_NO_BINS) {
             BinSelection::None
@@ -213,7 +295,10 @@ impl Server {
         } else {
             BinSelection::Named(req.ops.iter().map(|op| op.name.to_string()).collect())
         };
-        self.read_barrier(self.shard_of(&req.digest)).await?;
+        self.read_barrier(self.shard_of(&req.digest), deadline)
+            .await?;
+        // One index probe and at most one read of a record of bounded size:
+        // cheap enough for the async worker.
         let view = self
             .engine
             .get(req.namespace, &req.digest, &selection, now_ms())
@@ -231,11 +316,22 @@ impl Server {
         Ok(())
     }
 
-    async fn write(&self, req: &RecordRequest<'_>, out: &mut Vec<u8>) -> Result<(), ResultCode> {
+    async fn write(
+        &self,
+        req: &RecordRequest<'_>,
+        deadline: &Deadline,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ResultCode> {
+        support::write(req)?;
         let get_all = req.header.info1.contains(Info1::GET_ALL);
         let respond_all = req.header.info2.contains(Info2::RESPOND_ALL_OPS);
         if req.ops.is_empty() || (get_all && respond_all) {
             return Err(ResultCode::Parameter);
+        }
+        // Bins this large cannot make a record under the limit; refusing
+        // here keeps them out of the log (and the WAL's entry limit).
+        if write_size_bytes(req) > self.record_size_limit_bytes(req.namespace) {
+            return Err(ResultCode::RecordTooBig);
         }
         let ops = req
             .ops
@@ -246,21 +342,10 @@ impl Server {
             write: convert::write_in(req)?,
             ops,
         });
-        let outcome = self.propose(self.shard_of(&req.digest), command).await?;
-        let mut answer = Vec::new();
-        for (op, result) in req.ops.iter().zip(&outcome.results) {
-            match result {
-                OpResult::None if respond_all => answer.push(Op::result(op.name, Value::Nil)),
-                OpResult::None => {}
-                OpResult::Value(v) => answer.push(Op::result(op.name, value_out(v))),
-                OpResult::Bins(bins) => {
-                    answer.extend(
-                        bins.iter()
-                            .map(|b| Op::result(&b.name, value_out(&b.value))),
-                    );
-                }
-            }
-        }
+        let outcome = self
+            .propose(self.shard_of(&req.digest), command, deadline)
+            .await?;
+        let answer = write_result_ops(req, &outcome.results, respond_all);
         encode_or_log(encode_record_response(
             out,
             ResultCode::Ok,
@@ -271,207 +356,22 @@ impl Server {
         Ok(())
     }
 
-    async fn delete(&self, req: &RecordRequest<'_>, out: &mut Vec<u8>) -> Result<(), ResultCode> {
+    async fn delete(
+        &self,
+        req: &RecordRequest<'_>,
+        deadline: &Deadline,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ResultCode> {
+        support::delete(req)?;
         let command = Command::Delete {
             namespace: req.namespace.to_string(),
             digest: req.digest,
             generation: convert::generation_in(req.generation_policy()),
         };
-        self.propose(self.shard_of(&req.digest), command).await?;
+        self.propose(self.shard_of(&req.digest), command, deadline)
+            .await?;
         encode_or_log(encode_record_response(out, ResultCode::Ok, 0, 0, &[]));
         Ok(())
-    }
-
-    /// Batch reads (and exists): one row message per key, in frames flushed
-    /// as they fill, then LAST. Writes in a batch are answered per row with
-    /// UNSUPPORTED_FEATURE.
-    async fn batch<W: AsyncWrite + Unpin>(
-        &self,
-        req: &BatchRequest<'_>,
-        out: &mut Vec<u8>,
-        writer: &mut W,
-    ) -> Io {
-        let mut checked: BTreeMap<u32, Result<(), ResultCode>> = BTreeMap::new();
-        let mut frame_start = framing::begin_frame(out, MessageType::AsMsg);
-        for row in req.resolved_rows() {
-            let Ok((index, digest, attrs)) = row else {
-                let code = row.err().map_or(ResultCode::Parameter, |e| e.result_code());
-                out.truncate(frame_start);
-                return self.error(out, code);
-            };
-            let shard = self.shard_of(&digest);
-            let barrier = match checked.get(&shard) {
-                Some(barrier) => *barrier,
-                None => {
-                    let barrier = self.read_barrier(shard).await;
-                    checked.insert(shard, barrier);
-                    barrier
-                }
-            };
-            self.batch_row(index, &digest, attrs, barrier, out);
-            frame_start = flush_full_frame(out, frame_start, writer).await?;
-        }
-        encode_last(out, ResultCode::Ok);
-        encode_or_log(framing::finish_frame(out, frame_start));
-        Ok(())
-    }
-
-    fn batch_row(
-        &self,
-        index: u32,
-        digest: &[u8; 20],
-        attrs: &aerie_protocol::BatchRowAttrs<'_>,
-        barrier: Result<(), ResultCode>,
-        out: &mut Vec<u8>,
-    ) {
-        let row = |out: &mut Vec<u8>, code, generation, void_time, ops: &[Op<'_>]| {
-            encode_or_log(batch::encode_batch_row(
-                out, index, code, generation, void_time, ops,
-            ));
-        };
-        if let Err(code) = barrier {
-            return row(out, code, 0, 0, &[]);
-        }
-        if attrs.info2().contains(Info2::WRITE) {
-            return row(out, ResultCode::UnsupportedFeature, 0, 0, &[]);
-        }
-        if !self.has_namespace(attrs.namespace) {
-            return row(out, ResultCode::Namespace, 0, 0, &[]);
-        }
-        let selection = if attrs.info1.contains(Info1::GET_NO_BINS) {
-            BinSelection::None
-        } else if attrs.info1.contains(Info1::GET_ALL) || attrs.ops.is_empty() {
-            BinSelection::All
-        } else {
-            BinSelection::Named(attrs.ops.iter().map(|op| op.name.to_string()).collect())
-        };
-        match self
-            .engine
-            .get(attrs.namespace, digest, &selection, now_ms())
-        {
-            Ok(Some(view)) => {
-                let ops: Vec<Op<'_>> = view
-                    .bins
-                    .iter()
-                    .map(|b| Op::result(&b.name, value_out(&b.value)))
-                    .collect();
-                row(
-                    out,
-                    ResultCode::Ok,
-                    u32::from(view.generation),
-                    view.void_time,
-                    &ops,
-                );
-            }
-            Ok(None) => row(out, ResultCode::NotFound, 0, 0, &[]),
-            Err(e) => row(out, engine_code(&e), 0, 0, &[]),
-        }
-    }
-
-    /// A partition scan: records of the asked partitions (resuming after the
-    /// given digests), at most `max_records`, each partition finished with a
-    /// PARTITION_DONE message, then LAST.
-    async fn scan<W: AsyncWrite + Unpin>(
-        &self,
-        req: &ScanRequest<'_>,
-        out: &mut Vec<u8>,
-        writer: &mut W,
-    ) -> Io {
-        if !self.has_namespace(req.namespace) {
-            return self.error(out, ResultCode::Namespace);
-        }
-        let mut work: BTreeMap<u16, Option<[u8; 20]>> = BTreeMap::new();
-        for p in req.partition_ids.iter().flatten() {
-            work.insert(*p, None);
-        }
-        for d in req.resume_digests.iter().flatten() {
-            work.insert(partition_of(d), Some(*d));
-        }
-        if work.is_empty() {
-            work = (0..aerie_engine::PARTITION_COUNT as u16)
-                .map(|p| (p, None))
-                .collect();
-        }
-        let mut budget = req.max_records.filter(|&m| m > 0).unwrap_or(u64::MAX);
-        let mut frame_start = framing::begin_frame(out, MessageType::AsMsg);
-        for (partition, resume) in work {
-            let done = self.scan_partition(req, partition, resume, &mut budget, out);
-            match done {
-                Ok(true) => scan::encode_partition_done(out, partition, ResultCode::Ok),
-                Ok(false) => break,
-                Err(code) => {
-                    scan::encode_partition_done(out, partition, code);
-                }
-            }
-            frame_start = flush_full_frame(out, frame_start, writer).await?;
-        }
-        encode_last(out, ResultCode::Ok);
-        encode_or_log(framing::finish_frame(out, frame_start));
-        Ok(())
-    }
-
-    /// Scans one partition into `out`; true when it was finished, false when
-    /// the record budget ran out first.
-    fn scan_partition(
-        &self,
-        req: &ScanRequest<'_>,
-        partition: u16,
-        resume: Option<[u8; 20]>,
-        budget: &mut u64,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, ResultCode> {
-        let set = req.set.filter(|s| !s.is_empty());
-        let no_bins = req.header.info1.contains(Info1::GET_NO_BINS);
-        let names: Vec<&str> = req.ops.iter().map(|op| op.name).collect();
-        let mut after = resume;
-        loop {
-            if *budget == 0 {
-                return Ok(false);
-            }
-            let page = self
-                .engine
-                .scan_partition(
-                    req.namespace,
-                    partition,
-                    after.as_ref(),
-                    SCAN_PAGE_RECORDS,
-                    now_ms(),
-                )
-                .map_err(|e| engine_code(&e))?;
-            for record in &page.records {
-                if set.is_some_and(|s| s != record.set) {
-                    continue;
-                }
-                if *budget == 0 {
-                    return Ok(false);
-                }
-                *budget -= 1;
-                let header = ScanRecordHeader {
-                    namespace: req.namespace,
-                    digest: record.digest,
-                    set: Some(record.set.as_str()),
-                    key: None,
-                    generation: u32::from(record.generation),
-                    void_time_secs: record.void_time,
-                    no_bins,
-                };
-                let bins: Vec<Op<'_>> = if no_bins {
-                    Vec::new()
-                } else {
-                    record
-                        .bins
-                        .iter()
-                        .filter(|b| names.is_empty() || names.contains(&b.name.as_str()))
-                        .map(|b| Op::result(&b.name, value_out(&b.value)))
-                        .collect()
-                };
-                encode_or_log(scan::encode_scan_record(out, &header, &bins));
-            }
-            match page.resume_after {
-                Some(d) => after = Some(d),
-                None => return Ok(true),
-            }
-        }
     }
 
     async fn info(&self, body: &[u8], out: &mut Vec<u8>) {
@@ -643,34 +543,19 @@ impl Server {
             Some(Err(_)) => return info::format_error(Some(ResultCode::Parameter), "bad lut"),
             None => now_ms(),
         };
+        let deadline = Deadline::total(TRUNCATE_MS);
         for shard in 0..self.map.shards() {
             let cmd = Command::Truncate {
                 namespace: ns.to_string(),
                 set: set.clone(),
                 before_ms,
             };
-            if let Err(code) = self.propose(shard, cmd).await {
+            if let Err(code) = self.propose(shard, cmd, &deadline).await {
                 return info::format_error(Some(code), "truncate failed");
             }
         }
         "ok".into()
     }
-}
-
-/// Sends the stream frame being built once it reaches `STREAM_FRAME_BYTES`
-/// and starts the next; returns where the current frame starts.
-async fn flush_full_frame<W: AsyncWrite + Unpin>(
-    out: &mut Vec<u8>,
-    frame_start: usize,
-    writer: &mut W,
-) -> std::io::Result<usize> {
-    if out.len() - frame_start < STREAM_FRAME_BYTES {
-        return Ok(frame_start);
-    }
-    encode_or_log(framing::finish_frame(out, frame_start));
-    writer.write_all(out).await?;
-    out.clear();
-    Ok(framing::begin_frame(out, MessageType::AsMsg))
 }
 
 /// The result ops of a pure read: all bins (GET_ALL), none (header only), or
@@ -697,5 +582,78 @@ fn read_result_ops<'v>(
                 None => respond_all.then(|| Op::result(op.name, Value::Nil)),
             })
             .collect(),
+    }
+}
+
+/// The result ops of a write: one per op with RESPOND_ALL_OPS (a NULL
+/// placeholder for ops without a value), else only the values read.
+fn write_result_ops<'v>(
+    req: &'v RecordRequest<'_>,
+    results: &'v [OpResult],
+    respond_all: bool,
+) -> Vec<Op<'v>> {
+    let mut answer = Vec::new();
+    for (op, result) in req.ops.iter().zip(results) {
+        match result {
+            OpResult::None if respond_all => answer.push(Op::result(op.name, Value::Nil)),
+            OpResult::None => {}
+            OpResult::Value(v) => answer.push(Op::result(op.name, value_out(v))),
+            OpResult::Bins(bins) => answer.extend(
+                bins.iter()
+                    .map(|b| Op::result(&b.name, value_out(&b.value))),
+            ),
+        }
+    }
+    answer
+}
+
+/// What a write carries into the record: its ops' bin names and values,
+/// and the key. The record it makes is at least this large unless ops
+/// overwrite each other.
+fn write_size_bytes(req: &RecordRequest<'_>) -> usize {
+    let ops: usize = req
+        .ops
+        .iter()
+        .map(|op| op.name.len() + op.value.encoded_len())
+        .sum();
+    ops + req.key.as_ref().map_or(0, |k| k.encoded_len())
+}
+
+/// A key sent with a request must be the one its digest was computed from:
+/// otherwise it would be stored (and returned by scans) for another record.
+fn key_matches_digest(req: &RecordRequest<'_>) -> Result<(), ResultCode> {
+    match &req.key {
+        Some(key) if compute_digest(req.set_name().as_bytes(), key) != req.digest => {
+            Err(ResultCode::KeyMismatch)
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wait_past_its_deadline_is_a_timeout() {
+        let deadline = Deadline::total(20);
+        let never = std::future::pending::<()>();
+        assert_eq!(deadline.wait(never).await, Err(ResultCode::Timeout));
+        assert!(deadline.passed());
+        assert_eq!(Deadline::total(1_000).wait(async { 5 }).await, Ok(5));
+        // 0 is the server default, not "no deadline".
+        assert!(Deadline::total(0).at.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_scan_without_a_total_deadline_bounds_each_wait() {
+        let deadline = Deadline::scan(0, Duration::from_millis(20));
+        assert!(!deadline.passed());
+        let never = std::future::pending::<()>();
+        assert_eq!(deadline.wait(never).await, Err(ResultCode::Timeout));
+        assert!(!deadline.passed(), "a slow step does not end the scan");
+        let total = Deadline::scan(10, Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        assert!(total.passed());
     }
 }

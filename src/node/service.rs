@@ -1,14 +1,15 @@
 //! The Aerospike service port: one task per connection reading frames
 //! (bounded by the max message size), answering them in order (pipelined
-//! requests included), closing idle connections, and refusing connections
-//! past the limit.
+//! requests included), closing idle and slow connections, and refusing
+//! connections past the limit.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aerie_protocol::{FrameDecoder, FrameStatus, ResultCode, encode_error_response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -16,6 +17,8 @@ use super::handler::Server;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Capacity a connection's buffers keep between messages.
+const KEEP_BUFFER_BYTES: usize = 256 << 10;
 
 /// Accepts connections until `shutdown` turns true; returns once every
 /// connection has finished its request in flight.
@@ -53,6 +56,15 @@ pub async fn serve(
 }
 
 /// Serves one connection: frames in, answers out, in order.
+///
+/// Time bounds: between messages the client may stay silent for
+/// `idle_timeout`; once a message's first byte has arrived the whole
+/// message must arrive within `idle_timeout` of it (a sender trickling bytes
+/// cannot hold the slot); every answer must be taken by the client within
+/// `idle_timeout`. Memory: the read buffer holds at most one message (at
+/// most `max_message_bytes`) plus one read, the answer buffer one answer
+/// (streams are sent in frames of 256 KiB); both shrink back once a large
+/// message is done.
 async fn connection(
     stream: TcpStream,
     server: &Server,
@@ -65,49 +77,35 @@ async fn connection(
     let decoder = FrameDecoder::new(server.limits);
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     let mut out = Vec::with_capacity(READ_CHUNK_BYTES);
+    // When the first byte of the oldest message not yet answered arrived.
+    let mut message_started: Option<Instant> = None;
+    let mut last_read = Instant::now();
     loop {
-        // Answer every whole frame already buffered (pipelining), in order.
-        let mut consumed = 0;
-        loop {
-            match decoder.decode(&buf[consumed..]) {
-                Ok(FrameStatus::Complete {
-                    frame,
-                    consumed_bytes,
-                }) => {
-                    server.handle(frame, &mut out, &mut writer).await?;
-                    writer.write_all(&out).await?;
-                    out.clear();
-                    consumed += consumed_bytes;
-                }
-                Ok(FrameStatus::Incomplete { .. }) => break,
-                Err(e) => {
-                    // A bad header: nothing after it can be framed. Answer
-                    // and close.
-                    let code = e.result_code();
-                    tracing::debug!(error = %e, "malformed frame");
-                    let _ = encode_error_response(
-                        &mut out,
-                        if code == ResultCode::Ok {
-                            ResultCode::Parameter
-                        } else {
-                            code
-                        },
-                    );
-                    writer.write_all(&out).await?;
-                    writer.flush().await?;
-                    return Ok(());
-                }
-            }
-        }
+        let consumed =
+            match answer_buffered(&decoder, &buf, server, &mut out, &mut writer, idle_timeout)
+                .await?
+            {
+                Some(consumed) => consumed,
+                None => return Ok(()),
+            };
         buf.drain(..consumed);
-        writer.flush().await?;
+        within(idle_timeout, writer.flush()).await?;
+        // What is left is the start of a message that began in the last read.
+        message_started = match (buf.is_empty(), consumed) {
+            (true, _) => None,
+            (false, 0) => message_started,
+            (false, _) => Some(last_read),
+        };
+        give_back(&mut buf);
+        give_back(&mut out);
         if *shutdown.borrow() {
             return Ok(());
         }
+        let until = message_started.unwrap_or_else(Instant::now) + idle_timeout;
         let start = buf.len();
         buf.resize(start + READ_CHUNK_BYTES, 0);
         let read = tokio::select! {
-            read = tokio::time::timeout(idle_timeout, reader.read(&mut buf[start..])) => read,
+            read = tokio::time::timeout_at(until.into(), reader.read(&mut buf[start..])) => read,
             _ = shutdown.changed() => return Ok(()),
         };
         match read {
@@ -115,5 +113,65 @@ async fn connection(
             Ok(Ok(n)) => buf.truncate(start + n),
             Ok(Err(e)) => return Err(e),
         }
+        last_read = Instant::now();
+        message_started.get_or_insert(last_read);
+    }
+}
+
+/// Answers every whole frame at the start of `buf` (pipelining), in order;
+/// returns the bytes they took, or `None` after answering a bad header
+/// (nothing after it can be framed: the connection closes).
+async fn answer_buffered<W: AsyncWrite + Unpin>(
+    decoder: &FrameDecoder,
+    buf: &[u8],
+    server: &Server,
+    out: &mut Vec<u8>,
+    writer: &mut W,
+    idle_timeout: Duration,
+) -> std::io::Result<Option<usize>> {
+    let mut consumed = 0;
+    loop {
+        match decoder.decode(&buf[consumed..]) {
+            Ok(FrameStatus::Complete {
+                frame,
+                consumed_bytes,
+            }) => {
+                server.handle(frame, out, writer).await?;
+                within(idle_timeout, writer.write_all(out)).await?;
+                out.clear();
+                consumed += consumed_bytes;
+            }
+            Ok(FrameStatus::Incomplete { .. }) => return Ok(Some(consumed)),
+            Err(e) => {
+                tracing::debug!(error = %e, "malformed frame");
+                let code = match e.result_code() {
+                    ResultCode::Ok => ResultCode::Parameter,
+                    code => code,
+                };
+                let _ = encode_error_response(out, code);
+                within(idle_timeout, writer.write_all(out)).await?;
+                within(idle_timeout, writer.flush()).await?;
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// A socket write the client must take within `limit`.
+async fn within<T>(
+    limit: Duration,
+    io: impl Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::time::timeout(limit, io)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
+/// Returns what a large message made a buffer grow by, once it holds
+/// little (never while a large message is arriving: it would be copied
+/// again at every read).
+fn give_back(buf: &mut Vec<u8>) {
+    if buf.capacity() > KEEP_BUFFER_BYTES && buf.len() <= KEEP_BUFFER_BYTES / 2 {
+        buf.shrink_to(KEEP_BUFFER_BYTES);
     }
 }
