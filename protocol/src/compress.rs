@@ -39,6 +39,13 @@ fn fail(reason: impl Into<String>) -> Error {
     }
 }
 
+/// The uncompressed size a type-4 body declares (unchecked: `decompress`
+/// checks it against the limits and the stream).
+pub fn declared_size(body: &[u8]) -> Option<u64> {
+    body.first_chunk::<UNCOMPRESSED_SIZE_PREFIX_BYTES>()
+        .map(|size| u64::from_be_bytes(*size))
+}
+
 /// Inflates a type-4 body and returns the inner frame's bytes (header
 /// included). Decode them with [`inner_frame`].
 pub fn decompress(body: &[u8], limits: &Limits) -> Result<Vec<u8>> {

@@ -72,14 +72,6 @@ pub enum Error {
     /// A shard id this node does not have.
     #[error("no shard {0}")]
     NoShard(u32),
-    /// The engine failed to apply a committed entry (I/O): the shard stops.
-    #[error("applying entry {index} failed: {reason}")]
-    ApplyFailed {
-        /// The entry.
-        index: u64,
-        /// Why.
-        reason: String,
-    },
     /// Writes to the shard are refused for now (nothing was proposed).
     #[error("shard {shard}: writes refused: {refusal}")]
     WritesRefused {

@@ -69,6 +69,10 @@ pub struct ServiceSection {
     pub idle_timeout_ms: u64,
     /// Connections beyond this are refused.
     pub max_connections: usize,
+    /// Memory for large messages shared by all connections: each keeps
+    /// 256 KiB of buffers on its own, a message needing more reserves the
+    /// rest here first (waiting at most the whole-message deadline), bytes.
+    pub max_buffered_bytes: u64,
 }
 
 /// `[wal]`.
@@ -183,6 +187,7 @@ impl Default for ServiceSection {
             max_message_bytes: 128 << 20,
             idle_timeout_ms: 60_000,
             max_connections: 1024,
+            max_buffered_bytes: 1 << 30,
         }
     }
 }

@@ -182,6 +182,7 @@ pub fn key_out(key: &Key) -> UserKey<'_> {
 mod tests {
     use super::*;
     use aerie_replication::Error as E;
+    use aerie_replication::health::Refusal;
 
     #[test]
     fn a_queued_write_is_in_doubt_unless_the_error_says_otherwise() {
@@ -206,19 +207,46 @@ mod tests {
                 ResultCode::RecordTooBig,
             ),
             (E::InDoubt(0), ResultCode::Timeout),
+            // The ready loop stopped before taking it: never proposed.
+            (E::Stopped, ResultCode::Unavailable),
+            (
+                E::TooLarge {
+                    shard: 0,
+                    bytes: 2,
+                    limit: 1,
+                },
+                ResultCode::RecordTooBig,
+            ),
+            (
+                E::WritesRefused {
+                    shard: 0,
+                    refusal: Refusal::OutOfSpace(String::new()),
+                },
+                ResultCode::OutOfSpace,
+            ),
+            (
+                E::WritesRefused {
+                    shard: 0,
+                    refusal: Refusal::Stalled {
+                        reason: String::new(),
+                        out_of_space: false,
+                    },
+                },
+                ResultCode::DeviceOverload,
+            ),
+            (
+                E::WritesRefused {
+                    shard: 0,
+                    refusal: Refusal::WalFailed(String::new()),
+                },
+                ResultCode::Unavailable,
+            ),
         ];
         for (error, code) in definite {
             assert_eq!(replication_code(&error, Queued::Write), code, "{error}");
             assert_eq!(replication_code(&error, Queued::Nothing), code, "{error}");
         }
-        let unknown = [
-            E::Stopped,
-            E::ApplyFailed {
-                index: 1,
-                reason: String::new(),
-            },
-            E::Engine(engine::Error::Poisoned(String::new())),
-        ];
+        let unknown = [E::Engine(engine::Error::Poisoned(String::new()))];
         for error in unknown {
             assert_eq!(
                 replication_code(&error, Queued::Write),

@@ -57,7 +57,13 @@ pub struct Server {
     pub namespaces: Vec<String>,
     pub wal: Arc<aerie_wal::Wal>,
     pub metrics: CommandMetrics,
+    /// Large-message buffers shared by all connections.
+    pub budget: super::budget::Budget,
 }
+
+/// Longest a compressed message waits for room to inflate; then it is
+/// refused with DEVICE_OVERLOAD (it did not run).
+const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
 
 type Io = std::io::Result<()>;
 
@@ -138,6 +144,14 @@ impl Server {
             }
             MessageType::AsMsg => self.as_msg(frame.body, out, writer).await,
             MessageType::Compressed => {
+                // The inflated copy is reserved from the budget first.
+                let mut held = self.budget.holder();
+                let declared = compress::declared_size(frame.body).unwrap_or(0);
+                let declared = usize::try_from(declared).unwrap_or(usize::MAX);
+                let wait = std::time::Instant::now() + BUDGET_WAIT;
+                if held.cover(declared, wait).await.is_err() {
+                    return self.error(out, ResultCode::DeviceOverload);
+                }
                 let inflated = match compress::decompress(frame.body, &self.limits) {
                     Ok(inflated) => inflated,
                     Err(e) => return self.error(out, e.result_code()),

@@ -5,6 +5,7 @@
 //! SIGKILL the next start recovers on its own (WAL replay past the engine's
 //! last checkpoint).
 
+mod budget;
 pub mod config;
 mod convert;
 mod disk;
@@ -153,6 +154,7 @@ pub fn run_with(config: NodeFileConfig, mut hooks: Hooks) -> Result<()> {
         namespaces: config.namespaces.iter().map(|n| n.name.clone()).collect(),
         wal: wal.clone(),
         metrics: metrics::CommandMetrics::default(),
+        budget: budget::Budget::new(config.service.max_buffered_bytes),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

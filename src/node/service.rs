@@ -17,8 +17,9 @@ use super::handler::Server;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK_BYTES: usize = 64 << 10;
-/// Capacity a connection's buffers keep between messages.
-const KEEP_BUFFER_BYTES: usize = 256 << 10;
+/// Capacity a connection's buffers keep between messages: the share it may
+/// hold without reserving from the service's budget.
+const KEEP_BUFFER_BYTES: usize = super::budget::FREE_PER_CONNECTION_BYTES;
 
 /// Accepts connections until `shutdown` turns true; returns once every
 /// connection has finished its request in flight.
@@ -76,6 +77,7 @@ async fn connection(
     let mut writer = BufWriter::new(writer);
     let decoder = FrameDecoder::new(server.limits);
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
+    let mut held = server.budget.holder();
     let mut out = Vec::with_capacity(READ_CHUNK_BYTES);
     // When the first byte of the oldest message not yet answered arrived.
     let mut message_started: Option<Instant> = None;
@@ -98,11 +100,21 @@ async fn connection(
         };
         give_back(&mut buf);
         give_back(&mut out);
+        held.release_to(buf.capacity());
         if *shutdown.borrow() {
             return Ok(());
         }
         let until = message_started.unwrap_or_else(Instant::now) + idle_timeout;
         let start = buf.len();
+        let needed = message_bytes(&decoder, &buf).max(start + READ_CHUNK_BYTES);
+        if held.cover(needed, until).await.is_err() {
+            tracing::warn!(
+                needed_bytes = needed,
+                "a large message does not fit the service's memory budget in time: connection closed"
+            );
+            return Ok(());
+        }
+        buf.reserve_exact(needed - start);
         buf.resize(start + READ_CHUNK_BYTES, 0);
         let read = tokio::select! {
             read = tokio::time::timeout_at(until.into(), reader.read(&mut buf[start..])) => read,
@@ -115,6 +127,14 @@ async fn connection(
         }
         last_read = Instant::now();
         message_started.get_or_insert(last_read);
+    }
+}
+
+/// The size of the message `buf` holds the start of (0 before its header).
+fn message_bytes(decoder: &FrameDecoder, buf: &[u8]) -> usize {
+    match decoder.decode(buf) {
+        Ok(FrameStatus::Incomplete { needed_bytes }) => needed_bytes,
+        _ => 0,
     }
 }
 
