@@ -161,6 +161,7 @@ pub mod fault;
 pub mod format;
 pub mod fs;
 mod index;
+mod install;
 pub mod model;
 mod namespace;
 mod recovery;
@@ -174,6 +175,7 @@ pub use driver::{BackgroundConfig, BackgroundHandle, BackgroundStats, ClockMs, w
 pub use engine::{BlockStats, CheckpointStats, Engine, NamespaceStats, RecoveryReport};
 pub use error::{Error, Result};
 pub use fs::{EngineFile, EngineFs, OpenFor, StdFs};
+pub use install::Install;
 pub use namespace::{Counters, DefragProgress};
 pub use recovery::NsRecovery;
 pub use types::*;

@@ -314,6 +314,7 @@ fn truncate_is_durable_across_cold_start() {
         namespace: NS.into(),
         set: Some("even".into()),
         before_ms: T0_MS + 10,
+        partitions: (0..4096).collect(),
     };
     engine.apply(1, index, T0_MS + 100, &truncate).unwrap();
     let visible = dump(&engine, T0_MS + 100);
@@ -334,6 +335,7 @@ fn truncate_is_durable_across_cold_start() {
         namespace: NS.into(),
         set: None,
         before_ms: T0_MS + 1_000,
+        partitions: (0..4096).collect(),
     };
     engine.apply(1, index, T0_MS + 1_000, &all).unwrap();
     assert!(dump(&engine, T0_MS + 1_000).is_empty());
