@@ -65,6 +65,18 @@ pub struct RecoveryReport {
     pub namespaces: BTreeMap<String, NsRecovery>,
 }
 
+/// What an operator should see at a glance (`Engine::health`): cheap, no
+/// I/O, safe to call on every metrics scrape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Set once an fsync failed: the error, naming the file. The engine then
+    /// refuses writes until it is reopened (reads keep working).
+    pub poisoned: Option<String>,
+    /// Namespaces past their disk or index-memory stop-writes threshold,
+    /// with the reason; writes to them are refused until space is freed.
+    pub stop_writes: BTreeMap<String, String>,
+}
+
 /// Per-block figures.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockStats {
@@ -267,6 +279,23 @@ impl Engine {
     /// Why the engine refuses writes (a failed fsync), if it does.
     pub fn poisoned(&self) -> Option<String> {
         lock(&self.poisoned).clone()
+    }
+
+    /// Whether the engine is poisoned (and why) and which namespaces refuse
+    /// writes at their thresholds. Takes each namespace's read lock briefly.
+    pub fn health(&self) -> Health {
+        let stop_writes = self
+            .namespaces
+            .iter()
+            .filter_map(|(name, ns)| match ns.read().check_stop_writes() {
+                Err(e) => Some((name.clone(), e.to_string())),
+                Ok(()) => None,
+            })
+            .collect();
+        Health {
+            poisoned: self.poisoned(),
+            stop_writes,
+        }
     }
 
     pub(crate) fn check_healthy(&self) -> Result<()> {

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use aerie_engine::fault::{Faults, FaultyFs, Target};
 use aerie_engine::model::Model;
 use aerie_engine::{
-    Bin, BinSelection, Command, Engine, EngineConfig, Error, Op, Operate, Outcome, ReadMode,
-    Result, Value, Write,
+    Bin, BinSelection, Command, Engine, EngineConfig, Error, Health, Op, Operate, Outcome,
+    ReadMode, Result, Value, Write,
 };
 use common::*;
 
@@ -161,7 +161,11 @@ fn failed_fsync_at_checkpoint_poisons_until_reopen() {
         };
         assert!(file_name(path).ends_with(want_file), "{target:?}: {err}");
         assert_eq!(engine.durable_applied_index(1), 60, "{target:?}");
-        assert!(engine.poisoned().is_some());
+        // What an operator sees: the fsync error, naming the file.
+        let health = engine.health();
+        let reason = health.poisoned.expect("poisoned");
+        assert!(reason.contains(&path.display().to_string()), "{reason}");
+        assert_eq!(engine.poisoned().as_ref(), Some(&reason));
 
         // Refuses every write, even with the disk healthy again.
         faults.heal();
@@ -178,7 +182,7 @@ fn failed_fsync_at_checkpoint_poisons_until_reopen() {
         assert_reads_match(&engine, &log.model_at(120));
 
         let engine = crash_and_check(dir.path(), engine, &log, 60);
-        assert!(engine.poisoned().is_none(), "{target:?}");
+        assert_eq!(engine.health(), Health::default(), "{target:?}");
     }
 }
 
