@@ -39,6 +39,9 @@ pub struct Install<'e> {
     /// False once the staged files may be listed by a durable `MANIFEST`
     /// (committed, or an fsync failed during the commit): they must stay.
     discard_on_drop: bool,
+    /// Set by a failed `stage`: part of a namespace may be missing, so the
+    /// install must not commit.
+    spoiled: bool,
 }
 
 /// What the commit's checkpoint needs: the log index claimed, the
@@ -95,9 +98,10 @@ pub(crate) struct Staged {
 impl Engine {
     /// Starts installing `partitions` of every namespace in `namespaces`
     /// (a snapshot of them as of `applied_index` of `log_id`). Stage each
-    /// namespace's records with [`Install::stage`] (a namespace staged with
-    /// no record is emptied), then [`Install::commit`]. `partitions` must be
-    /// every partition the log owns; one install per partition at a time.
+    /// namespace's records with [`Install::stage`], then [`Install::commit`]:
+    /// the commit replaces the partitions in every namespace listed here (one
+    /// given no record is emptied there). `partitions` must be every
+    /// partition the log owns; one install per partition at a time.
     pub fn begin_install(
         &self,
         namespaces: &[&str],
@@ -140,6 +144,7 @@ impl Engine {
                 namespaces: staged,
             },
             discard_on_drop: true,
+            spoiled: false,
         })
     }
 }
@@ -147,8 +152,17 @@ impl Engine {
 impl Install<'_> {
     /// Writes `records` (each in the installed partitions) of `ns` into
     /// staged blocks; nothing is visible before the commit. Returns how many
-    /// it staged. On error the install is spoiled: drop it.
+    /// it staged. On error the install is spoiled: `commit` refuses it.
     pub fn stage<I>(&mut self, ns: &str, records: I) -> Result<u64>
+    where
+        I: IntoIterator<Item = Record>,
+    {
+        let staged = self.stage_all(ns, records);
+        self.spoiled |= staged.is_err();
+        staged
+    }
+
+    fn stage_all<I>(&mut self, ns: &str, records: I) -> Result<u64>
     where
         I: IntoIterator<Item = Record>,
     {
@@ -176,6 +190,10 @@ impl Install<'_> {
     /// unless it is [`Error::SyncFailed`]: then the engine is poisoned and
     /// the next open finds either the old or the new state.
     pub fn commit(mut self) -> Result<u64> {
+        if self.spoiled {
+            let reason = "install: a stage failed, the install is incomplete";
+            return Err(Error::Parameter(reason.to_string()));
+        }
         self.engine.check_healthy()?;
         for staged in self.plan.namespaces.values_mut() {
             staged.finish()?;

@@ -37,7 +37,8 @@ pub struct NsRecovery {
     pub versions_scanned: u64,
     /// Bytes of blocks scanned (cold start).
     pub bytes_scanned: u64,
-    /// Every problem met: corruption (file and offset) or a fallback reason.
+    /// Why `index.ckpt` could not be used, if it could not (damage in a
+    /// block fails the open instead).
     pub problems: Vec<String>,
 }
 

@@ -161,7 +161,11 @@ fn a_refused_install_changes_nothing() {
         matches!(again, Err(Error::Parameter(_))),
         "overlapping installs"
     );
-    drop(install);
+    let spoiled = install.commit();
+    assert!(
+        matches!(spoiled, Err(Error::Parameter(_))),
+        "a failed stage spoils it"
+    );
     assert!(
         engine.begin_install(&[NS], &partitions, 1, 900).is_ok(),
         "free again"
