@@ -529,6 +529,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn truncate_markers_without_ranges_cover_every_partition_and_bad_ranges_are_refused() {
+        let tail = [5u64.to_le_bytes(), 9u64.to_le_bytes()].concat();
+        let legacy_set = [&[SCOPE_SET, 1, b's'][..], &tail].concat();
+        let marker = decode_truncate(&mut Reader::new(&legacy_set)).unwrap();
+        assert_eq!(marker.partitions, vec![(0, 4095)]);
+        assert_eq!(
+            (marker.set.as_deref(), marker.before_ms, marker.seq),
+            (Some("s"), 5, 9)
+        );
+        let range = |first: u16, last: u16| {
+            let mut b = vec![SCOPE_RANGES, 1, 0];
+            b.extend_from_slice(&first.to_le_bytes());
+            b.extend_from_slice(&last.to_le_bytes());
+            b.extend_from_slice(&tail);
+            b
+        };
+        let ok = decode_truncate(&mut Reader::new(&range(512, 1023))).unwrap();
+        assert_eq!(ok.partitions, vec![(512, 1023)]);
+        for (first, last) in [(10, 9), (0, 4096)] {
+            assert!(decode_truncate(&mut Reader::new(&range(first, last))).is_err());
+        }
+        assert!(
+            decode_truncate(&mut Reader::new(&[4, 0, 0])).is_err(),
+            "unknown scope bit"
+        );
+    }
+
+    #[test]
     fn manifest_round_trips_and_rejects_every_bit_flip() {
         let mut m = Manifest {
             checkpoint_seq: 3,
