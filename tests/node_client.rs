@@ -247,6 +247,19 @@ async fn batch_scan_truncate_and_restarts_keep_every_acknowledged_write() {
         )
         .await;
     assert_eq!(code(gone), Some(ResultCode::KeyNotFoundError));
+
+    // A cut-off later than the node's clock is refused with PARAMETER_ERROR.
+    let tomorrow = std::time::SystemTime::now() + std::time::Duration::from_secs(86_400);
+    let since_epoch = tomorrow.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let refused = client
+        .truncate(
+            &aerospike::AdminPolicy::default(),
+            "test",
+            "batch",
+            i64::try_from(since_epoch.as_nanos()).unwrap(),
+        )
+        .await;
+    assert_eq!(code(refused), Some(ResultCode::ParameterError));
     client.close().await.unwrap();
 }
 

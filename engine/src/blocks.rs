@@ -56,6 +56,24 @@ pub struct Block {
     mmap: OnceLock<Arc<Mmap>>,
 }
 
+impl Block {
+    /// A sealed block whose `len_bytes` are on disk and fsynced.
+    fn sealed(path: PathBuf, file: Arc<dyn EngineFile>, len_bytes: u32) -> Block {
+        Block {
+            path,
+            file,
+            len_bytes,
+            flushed_bytes: len_bytes,
+            synced_bytes: len_bytes,
+            live_bytes: 0,
+            state: BlockState::Sealed,
+            pins: 0,
+            cache: None,
+            mmap: OnceLock::new(),
+        }
+    }
+}
+
 /// What a checkpoint needs from the block store, taken under the lock.
 #[derive(Debug, Default)]
 pub struct BlockCut {
@@ -63,6 +81,20 @@ pub struct BlockCut {
     pub table: Vec<(u32, u32)>,
     /// Files to fsync.
     pub files: Vec<(PathBuf, Arc<dyn EngineFile>)>,
+}
+
+/// A block an install wrote outside the store; it joins the store as
+/// sealed once the install's checkpoint is durable.
+#[derive(Debug)]
+pub struct StagedBlock {
+    /// Block id (reserved from the store).
+    pub id: u32,
+    /// Its file.
+    pub path: PathBuf,
+    /// The open file.
+    pub file: Arc<dyn EngineFile>,
+    /// Bytes in it, header included.
+    pub len_bytes: u32,
 }
 
 /// The blocks of one namespace.
@@ -120,30 +152,58 @@ impl BlockStore {
 
     /// Adds a recovered block as sealed, cutting its file to `durable_len`
     /// (bytes past it were written after the checkpoint and do not count).
+    /// A missing file, one shorter than `durable_len`, or a bad header is
+    /// [`Error::Corruption`]: the checkpoint fsynced those bytes.
     pub fn open_sealed(&mut self, block_id: u32, durable_len: u32) -> Result<()> {
         let path = self.path_of(block_id);
-        let file = self.fs.open(&path, OpenFor::Update).at(&path)?;
+        let file = match self.fs.open(&path, OpenFor::Update) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let reason = "block file listed in the MANIFEST is missing";
+                return Err(Error::corruption(&path, 0, reason));
+            }
+            Err(e) => return Err(Error::io(&path, e)),
+        };
         let file_len = file.len_bytes().at(&path)?;
+        if file_len < u64::from(durable_len) {
+            let reason = format!("block file ends before its durable length {durable_len}");
+            return Err(Error::corruption(&path, file_len, reason));
+        }
         if file_len > u64::from(durable_len) {
             file.set_len(u64::from(durable_len)).at(&path)?;
         }
+        let header = read_file_range(
+            &path,
+            &*file,
+            0,
+            BLOCK_HEADER_BYTES.min(durable_len as usize) as u32,
+        )?;
+        format::check_block_header(&header, block_id, &path)?;
         self.next_block_id = self.next_block_id.max(block_id + 1);
-        self.blocks.insert(
-            block_id,
-            Block {
-                path,
-                file,
-                len_bytes: durable_len,
-                flushed_bytes: durable_len,
-                synced_bytes: durable_len,
-                live_bytes: 0,
-                state: BlockState::Sealed,
-                pins: 0,
-                cache: None,
-                mmap: OnceLock::new(),
-            },
-        );
+        self.blocks
+            .insert(block_id, Block::sealed(path, file, durable_len));
         Ok(())
+    }
+
+    /// Hands out a block id for an install to write outside the store,
+    /// refused with stop-writes if the store plus `staged_bytes` would pass
+    /// `size_limit_bytes`.
+    pub fn reserve_block_id(&mut self, staged_bytes: u64, size_limit_bytes: u64) -> Result<u32> {
+        if self.used_bytes() + staged_bytes > size_limit_bytes {
+            return Err(Error::StopWrites(format!(
+                "namespace size limit of {size_limit_bytes} bytes reached by an install"
+            )));
+        }
+        let id = self.next_block_id;
+        self.next_block_id += 1;
+        Ok(id)
+    }
+
+    /// Adds an install's staged block as sealed; its bytes were fsynced by
+    /// the install's checkpoint.
+    pub fn adopt_sealed(&mut self, staged: StagedBlock) {
+        let block = Block::sealed(staged.path, staged.file, staged.len_bytes);
+        self.blocks.insert(staged.id, block);
     }
 
     /// Next id to hand out.

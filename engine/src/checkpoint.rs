@@ -4,24 +4,27 @@
 //! same checkpoint, so a start need not scan blocks). Both are written to a
 //! temporary file, fsynced, renamed over the old one, and the directory fsynced.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
     self, INDEX_CHUNK_ENTRIES, INDEX_ENTRY_BYTES, INDEX_MAGIC, INDEX_VERSION, MANIFEST_MAGIC,
-    MANIFEST_VERSION, MAX_MANIFEST_BYTES, Reader,
+    MANIFEST_VERSION, MAX_MANIFEST_BYTES, Reader, VersionHeader,
 };
 use crate::fs::{EngineFs, OpenFor, SeqReader};
 use crate::index::Entry;
+use crate::types::{PARTITION_COUNT, partition_of};
 
-/// A truncation: versions of the namespace (or set) last updated before
-/// `before_ms` and written before `seq` are gone.
+/// A truncation: versions of the namespace (or set) in `partitions`, last
+/// updated before `before_ms` and written before `seq`, are gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TruncateMarker {
     /// Set, or the whole namespace.
     pub set: Option<String>,
+    /// Partitions covered, as ascending, disjoint inclusive ranges.
+    pub partitions: Vec<(u16, u16)>,
     /// Cut-off, Unix ms.
     pub before_ms: u64,
     /// Engine sequence at the truncation.
@@ -29,13 +32,39 @@ pub struct TruncateMarker {
 }
 
 impl TruncateMarker {
-    /// True if the marker hides a version with this set, update time and seq.
-    pub fn hides(&self, set: &str, last_update_ms: u64, seq: u64) -> bool {
-        seq < self.seq
-            && last_update_ms < self.before_ms
+    /// True if the marker hides the version with header `h` in set `set`.
+    pub fn hides(&self, h: &VersionHeader, set: &str) -> bool {
+        h.seq < self.seq
+            && h.last_update_ms < self.before_ms
             && self.set.as_deref().is_none_or(|s| s == set)
+            && self.covers(partition_of(&h.digest))
+    }
+
+    fn covers(&self, partition: u16) -> bool {
+        self.partitions
+            .iter()
+            .any(|(first, last)| (*first..=*last).contains(&partition))
     }
 }
+
+/// Partitions as ascending, disjoint inclusive ranges (a shard's partitions
+/// are one range: a marker stays a few bytes).
+pub fn partition_ranges(partitions: &BTreeSet<u16>) -> Vec<(u16, u16)> {
+    let mut ranges: Vec<(u16, u16)> = Vec::new();
+    for &p in partitions {
+        match ranges.last_mut() {
+            Some((_, last)) if u32::from(*last) + 1 == u32::from(p) => *last = p,
+            _ => ranges.push((p, p)),
+        }
+    }
+    ranges
+}
+
+/// Truncate marker scope byte: bit 0, a set name follows; bit 1, partition
+/// ranges follow (without it, as written before per-partition truncation,
+/// the marker covers every partition).
+const SCOPE_SET: u8 = 1;
+const SCOPE_RANGES: u8 = 2;
 
 /// A namespace's part of the manifest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,6 +107,23 @@ fn put_name(out: &mut Vec<u8>, name: &str) {
     out.extend_from_slice(name.as_bytes());
 }
 
+fn encode_truncate(out: &mut Vec<u8>, t: &TruncateMarker) {
+    match &t.set {
+        None => out.push(SCOPE_RANGES),
+        Some(set) => {
+            out.push(SCOPE_RANGES | SCOPE_SET);
+            put_name(out, set);
+        }
+    }
+    put_u16(out, t.partitions.len() as u16);
+    for (first, last) in &t.partitions {
+        put_u16(out, *first);
+        put_u16(out, *last);
+    }
+    put_u64(out, t.before_ms);
+    put_u64(out, t.seq);
+}
+
 impl Manifest {
     /// Encodes the manifest, CRC last.
     pub fn encode(&self) -> Vec<u8> {
@@ -102,15 +148,7 @@ impl Manifest {
             }
             put_u32(&mut out, ns.truncates.len() as u32);
             for t in &ns.truncates {
-                match &t.set {
-                    None => out.push(0),
-                    Some(set) => {
-                        out.push(1);
-                        put_name(&mut out, set);
-                    }
-                }
-                put_u64(&mut out, t.before_ms);
-                put_u64(&mut out, t.seq);
+                encode_truncate(&mut out, t);
             }
             put_u32(&mut out, ns.installs.len() as u32);
             for (partition, seq) in &ns.installs {
@@ -191,6 +229,46 @@ fn count(r: &mut Reader<'_>, min_bytes: usize) -> Result<usize, &'static str> {
     Ok(n)
 }
 
+fn decode_truncate(r: &mut Reader<'_>) -> Result<TruncateMarker, &'static str> {
+    let short = "manifest truncated";
+    let scope = r.u8().ok_or(short)?;
+    if scope & !(SCOPE_SET | SCOPE_RANGES) != 0 {
+        return Err("bad truncate marker");
+    }
+    let set = match scope & SCOPE_SET {
+        0 => None,
+        _ => Some(name(r, format::MAX_SET_NAME_BYTES)?),
+    };
+    let partitions = if scope & SCOPE_RANGES == 0 {
+        vec![(0, (PARTITION_COUNT - 1) as u16)]
+    } else {
+        decode_ranges(r)?
+    };
+    Ok(TruncateMarker {
+        set,
+        partitions,
+        before_ms: r.u64().ok_or(short)?,
+        seq: r.u64().ok_or(short)?,
+    })
+}
+
+fn decode_ranges(r: &mut Reader<'_>) -> Result<Vec<(u16, u16)>, &'static str> {
+    let n = usize::from(r.u16().ok_or("short range count")?);
+    if n.saturating_mul(4) > r.remaining() {
+        return Err("range count larger than the data");
+    }
+    let mut ranges = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (first, last) = (r.u16().ok_or("short range")?, r.u16().ok_or("short range")?);
+        let after_previous = ranges.last().is_none_or(|(_, prev)| first > *prev);
+        if first > last || usize::from(last) >= PARTITION_COUNT || !after_previous {
+            return Err("bad partition range in a truncate marker");
+        }
+        ranges.push((first, last));
+    }
+    Ok(ranges)
+}
+
 fn decode_manifest_body(r: &mut Reader<'_>) -> Result<Manifest, &'static str> {
     if r.array::<8>() != Some(MANIFEST_MAGIC) {
         return Err("bad manifest magic");
@@ -219,18 +297,7 @@ fn decode_manifest_body(r: &mut Reader<'_>) -> Result<Manifest, &'static str> {
             ns.blocks.push((id, r.u32().ok_or(short)?));
         }
         for _ in 0..count(r, 17)? {
-            let set = match r.u8().ok_or(short)? {
-                0 => None,
-                1 => Some(name(r, format::MAX_SET_NAME_BYTES)?),
-                _ => return Err("bad truncate marker"),
-            };
-            let before_ms = r.u64().ok_or(short)?;
-            let seq = r.u64().ok_or(short)?;
-            ns.truncates.push(TruncateMarker {
-                set,
-                before_ms,
-                seq,
-            });
+            ns.truncates.push(decode_truncate(r)?);
         }
         for _ in 0..count(r, 10)? {
             let partition = r.u16().ok_or(short)?;
@@ -462,6 +529,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn truncate_markers_without_ranges_cover_every_partition_and_bad_ranges_are_refused() {
+        let tail = [5u64.to_le_bytes(), 9u64.to_le_bytes()].concat();
+        let legacy_set = [&[SCOPE_SET, 1, b's'][..], &tail].concat();
+        let marker = decode_truncate(&mut Reader::new(&legacy_set)).unwrap();
+        assert_eq!(marker.partitions, vec![(0, 4095)]);
+        assert_eq!(
+            (marker.set.as_deref(), marker.before_ms, marker.seq),
+            (Some("s"), 5, 9)
+        );
+        let range = |first: u16, last: u16| {
+            let mut b = vec![SCOPE_RANGES, 1, 0];
+            b.extend_from_slice(&first.to_le_bytes());
+            b.extend_from_slice(&last.to_le_bytes());
+            b.extend_from_slice(&tail);
+            b
+        };
+        let ok = decode_truncate(&mut Reader::new(&range(512, 1023))).unwrap();
+        assert_eq!(ok.partitions, vec![(512, 1023)]);
+        for (first, last) in [(10, 9), (0, 4096)] {
+            assert!(decode_truncate(&mut Reader::new(&range(first, last))).is_err());
+        }
+        assert!(
+            decode_truncate(&mut Reader::new(&[4, 0, 0])).is_err(),
+            "unknown scope bit"
+        );
+    }
+
+    #[test]
     fn manifest_round_trips_and_rejects_every_bit_flip() {
         let mut m = Manifest {
             checkpoint_seq: 3,
@@ -476,6 +571,7 @@ mod tests {
                 blocks: vec![(1, 4096), (6, 100)],
                 truncates: vec![TruncateMarker {
                     set: Some("s".into()),
+                    partitions: vec![(0, 3), (512, 1023)],
                     before_ms: 5,
                     seq: 9,
                 }],

@@ -1,7 +1,7 @@
 //! The engine: namespaces, per-log applied indices, checkpoints and the
 //! background work a caller's timer drives.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -12,9 +12,11 @@ use crate::config::EngineConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::format;
 use crate::fs::EngineFs;
+use crate::index::Entry;
+use crate::install::{NsInstall, Plan};
 use crate::namespace::{Counters, DefragProgress, NsState, Stamp};
 use crate::recovery::{self, NsRecovery};
-use crate::types::{BinSelection, Command, Digest, Outcome, RecordView};
+use crate::types::{BinSelection, Command, Digest, Outcome, PARTITION_COUNT, RecordView};
 
 /// A namespace behind its lock.
 #[derive(Debug)]
@@ -61,6 +63,18 @@ pub struct RecoveryReport {
     pub checkpoint_seq: u64,
     /// Per namespace: fast or cold start, what was scanned, problems met.
     pub namespaces: BTreeMap<String, NsRecovery>,
+}
+
+/// What an operator should see at a glance (`Engine::health`): cheap, no
+/// I/O, safe to call on every metrics scrape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Set once an fsync failed: the error, naming the file. The engine then
+    /// refuses writes until it is reopened (reads keep working).
+    pub poisoned: Option<String>,
+    /// Namespaces past their disk or index-memory stop-writes threshold,
+    /// with the reason; writes to them are refused until space is freed.
+    pub stop_writes: BTreeMap<String, String>,
 }
 
 /// Per-block figures.
@@ -128,6 +142,57 @@ struct NsJob {
     dir: PathBuf,
     cut: BlockCut,
     index_bytes: Vec<u8>,
+}
+
+/// One namespace's part of the checkpoint cut, under its lock: its manifest
+/// entry, its job, and its index entry count. With `install`, the installed
+/// partitions hold the staged entries instead of their own, the staged blocks
+/// are listed (and fsynced), and the partitions carry the install marker.
+fn cut_namespace(
+    state: &mut NsState,
+    seq: u64,
+    mut install: Option<NsInstall<'_>>,
+) -> Result<(NsManifest, NsJob, u64)> {
+    if let Some(i) = &mut install {
+        i.staged.map_sets(&mut state.sets)?;
+    }
+    let mut cut = state.blocks.cut()?;
+    let mut ns_manifest = NsManifest {
+        next_block_id: state.blocks.next_block_id(),
+        blocks: Vec::new(),
+        truncates: state.truncates.clone(),
+        installs: state.installs.clone(),
+    };
+    let mut max_lut_ms = state.max_lut_ms;
+    let no_partitions = BTreeSet::new();
+    let (replaced, staged): (&BTreeSet<u16>, &[Entry]) = match &install {
+        None => (&no_partitions, &[]),
+        Some(i) => {
+            i.staged.add_to_cut(&mut cut);
+            let marked = i.partitions.iter().map(|p| (*p, i.marker));
+            ns_manifest.installs.extend(marked);
+            max_lut_ms = max_lut_ms.max(i.staged.max_lut_ms());
+            (i.partitions, i.staged.entries())
+        }
+    };
+    ns_manifest.blocks = cut.table.clone();
+    let kept = (0..PARTITION_COUNT as u16)
+        .filter(|p| !replaced.contains(p))
+        .map(|p| state.index.partition(p));
+    let count = kept.clone().map(|p| p.len() as u64).sum::<u64>() + staged.len() as u64;
+    let header = IndexHeader {
+        checkpoint_seq: seq,
+        max_lut_ms,
+        sets: state.sets.names().to_vec(),
+        entries: count,
+    };
+    let all = kept.flat_map(|p| p.entries().iter()).chain(staged);
+    let job = NsJob {
+        dir: state.dir.clone(),
+        cut,
+        index_bytes: checkpoint::encode_index(&header, all),
+    };
+    Ok((ns_manifest, job, count))
 }
 
 fn has_block_files(fs: &dyn EngineFs, dir: &Path) -> bool {
@@ -214,6 +279,23 @@ impl Engine {
     /// Why the engine refuses writes (a failed fsync), if it does.
     pub fn poisoned(&self) -> Option<String> {
         lock(&self.poisoned).clone()
+    }
+
+    /// Whether the engine is poisoned (and why) and which namespaces refuse
+    /// writes at their thresholds. Takes each namespace's read lock briefly.
+    pub fn health(&self) -> Health {
+        let stop_writes = self
+            .namespaces
+            .iter()
+            .filter_map(|(name, ns)| match ns.read().check_stop_writes() {
+                Err(e) => Some((name.clone(), e.to_string())),
+                Ok(()) => None,
+            })
+            .collect();
+        Health {
+            poisoned: self.poisoned(),
+            stop_writes,
+        }
     }
 
     pub(crate) fn check_healthy(&self) -> Result<()> {
@@ -335,23 +417,80 @@ impl Engine {
     pub fn checkpoint(&self) -> Result<CheckpointStats> {
         self.check_healthy()?;
         let mut ck = lock(&self.checkpoint);
+        let (stats, jobs) = self.checkpoint_with(&mut ck, None)?;
+        self.release_after_checkpoint(&jobs)?;
+        Ok(stats)
+    }
+
+    /// Commits an install: one checkpoint whose cut holds the staged
+    /// records, swapped in once its `MANIFEST` is durable (see `install.rs`).
+    pub(crate) fn commit_install(&self, plan: &mut Plan) -> Result<()> {
+        self.check_healthy()?;
+        let mut ck = lock(&self.checkpoint);
+        let (_, jobs) = self.checkpoint_with(&mut ck, Some(plan))?;
+        // The install is durable and visible: a freed block whose file could
+        // not be deleted (logged) is deleted by the next open, and failing
+        // the install for it would tell the caller a lie.
+        let _ = self.release_after_checkpoint(&jobs);
+        Ok(())
+    }
+
+    /// One checkpoint under the checkpoint lock, with an install's staged
+    /// records in it if `install` is given; `durable_applied_index` (and the
+    /// install) are published once the `MANIFEST` is durable.
+    fn checkpoint_with(
+        &self,
+        ck: &mut CheckpointState,
+        mut install: Option<&mut Plan>,
+    ) -> Result<(CheckpointStats, Vec<NsJob>)> {
         let seq = ck.seq + 1;
-        let (manifest, jobs, entries) = self.cut_for_checkpoint(seq)?;
+        let (manifest, jobs, entries) = self.cut_for_checkpoint(seq, install.as_deref_mut())?;
         let written = self.write_checkpoint(&manifest, &jobs);
         let index_bytes = self.poison_on_sync_failure(written)?;
         ck.seq = seq;
-        lock(&self.logs).durable = manifest.logs.clone();
-        self.release_after_checkpoint(&jobs)?;
-        Ok(CheckpointStats {
+        match install {
+            None => lock(&self.logs).durable = manifest.logs.clone(),
+            Some(plan) => self.swap_in_install(&manifest, plan),
+        }
+        let stats = CheckpointStats {
             checkpoint_seq: seq,
             entries,
             index_bytes,
-        })
+        };
+        Ok((stats, jobs))
+    }
+
+    /// Under every namespace lock: the installed partitions' contents, the
+    /// log's applied index and the durable indices change together.
+    fn swap_in_install(&self, manifest: &Manifest, plan: &mut Plan) {
+        let mut guards = self.lock_all();
+        for (name, state) in &mut guards {
+            if let Some(staged) = plan.namespaces.get_mut(*name) {
+                staged.swap_in(state, &plan.partitions, plan.marker);
+            }
+        }
+        let mut logs = lock(&self.logs);
+        logs.applied.insert(plan.log_id, plan.applied_index);
+        logs.durable = manifest.logs.clone();
+    }
+
+    /// Every namespace's write lock, in the engine's order (the only order
+    /// anyone takes several in).
+    fn lock_all(&self) -> Vec<(&String, RwLockWriteGuard<'_, NsState>)> {
+        self.namespaces
+            .iter()
+            .map(|(n, ns)| (n, ns.write()))
+            .collect()
     }
 
     /// The consistent cut, under every namespace lock: the manifest to write,
-    /// each namespace's blocks and index bytes, and the entry count.
-    fn cut_for_checkpoint(&self, seq: u64) -> Result<(Manifest, Vec<NsJob>, u64)> {
+    /// each namespace's blocks and index bytes, and the entry count. With
+    /// `install`, as if its partitions were already swapped in.
+    fn cut_for_checkpoint(
+        &self,
+        seq: u64,
+        mut install: Option<&mut Plan>,
+    ) -> Result<(Manifest, Vec<NsJob>, u64)> {
         let mut manifest = Manifest {
             checkpoint_seq: seq,
             namespaces: self.unconfigured.clone(),
@@ -359,36 +498,20 @@ impl Engine {
         };
         let mut jobs = Vec::new();
         let mut entries = 0u64;
-        let mut guards: Vec<_> = self
-            .namespaces
-            .iter()
-            .map(|(n, ns)| (n, ns.write()))
-            .collect();
+        let mut guards = self.lock_all();
         manifest.logs = lock(&self.logs).applied.clone();
+        if let Some(plan) = &install {
+            manifest.logs.insert(plan.log_id, plan.applied_index);
+        }
         manifest.next_seq = self.next_seq.load(Ordering::SeqCst);
         for (name, state) in &mut guards {
-            let cut = state.blocks.cut()?;
-            let header = IndexHeader {
-                checkpoint_seq: seq,
-                max_lut_ms: state.max_lut_ms,
-                sets: state.sets.names().to_vec(),
-                entries: state.index.len() as u64,
-            };
-            entries += header.entries;
-            manifest.namespaces.insert(
-                (*name).clone(),
-                NsManifest {
-                    next_block_id: state.blocks.next_block_id(),
-                    blocks: cut.table.clone(),
-                    truncates: state.truncates.clone(),
-                    installs: state.installs.clone(),
-                },
-            );
-            jobs.push(NsJob {
-                dir: state.dir.clone(),
-                cut,
-                index_bytes: checkpoint::encode_index(&header, state.index.iter()),
-            });
+            let ns_install = install
+                .as_deref_mut()
+                .and_then(|plan| plan.for_namespace(name));
+            let (ns_manifest, job, n) = cut_namespace(state, seq, ns_install)?;
+            entries += n;
+            manifest.namespaces.insert((*name).clone(), ns_manifest);
+            jobs.push(job);
         }
         Ok((manifest, jobs, entries))
     }

@@ -2,6 +2,8 @@
 //! short writes (some bytes stored, then ENOSPC) and torn writes (some bytes
 //! stored, success reported, as a lying disk would), aimed at one kind of
 //! engine file and switched at run time through a shared [`Faults`].
+//! [`Faults::pass_next`] delays them by a number of operations, so a test
+//! can interrupt a procedure at each of its writes and fsyncs in turn.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -61,6 +63,8 @@ pub struct Faults {
     fsync_eio: AtomicBool,
     short_next_bytes: AtomicU64,
     torn_next_bytes: AtomicU64,
+    /// Operations on the target still let through before any fault applies.
+    pass_ops: AtomicU64,
     injected: AtomicU64,
 }
 
@@ -73,6 +77,7 @@ impl Faults {
             fsync_eio: AtomicBool::new(false),
             short_next_bytes: AtomicU64::new(OFF),
             torn_next_bytes: AtomicU64::new(OFF),
+            pass_ops: AtomicU64::new(0),
             injected: AtomicU64::new(0),
         })
     }
@@ -104,12 +109,20 @@ impl Faults {
         self.torn_next_bytes.store(keep_bytes, SeqCst);
     }
 
+    /// Lets the next `ops` writes and fsyncs of the target through untouched
+    /// before the armed faults apply: aims a fault at the n-th operation of
+    /// a procedure, to interrupt it at every step in turn.
+    pub fn pass_next(&self, ops: u64) {
+        self.pass_ops.store(ops, SeqCst);
+    }
+
     /// Turns every fault off.
     pub fn heal(&self) {
         self.set_enospc(false);
         self.set_fsync_eio(false);
         self.short_next_write(OFF);
         self.tear_next_write(OFF);
+        self.pass_next(0);
     }
 
     /// Faults injected so far.
@@ -117,9 +130,17 @@ impl Faults {
         self.injected.load(SeqCst)
     }
 
+    /// True if a fault may strike this operation on a file of `kind`: it is
+    /// aimed there and no pass-through operation is left.
     fn hits(&self, kind: Option<Target>) -> bool {
         let target = self.target.load(SeqCst);
-        target == Target::Any as u8 || kind.is_some_and(|k| k as u8 == target)
+        let aimed = target == Target::Any as u8 || kind.is_some_and(|k| k as u8 == target);
+        let passed = || {
+            self.pass_ops
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        };
+        aimed && !passed()
     }
 
     /// Takes a one-shot byte count if it is armed.
@@ -171,7 +192,7 @@ impl EngineFs for FaultyFs {
         self.inner.remove(path)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if self.faults.fsync_eio.load(SeqCst) && self.faults.hits(None) {
+        if self.faults.hits(None) && self.faults.fsync_eio.load(SeqCst) {
             return Err(self.faults.injected_error(libc::EIO));
         }
         self.inner.sync_dir(dir)
@@ -216,7 +237,7 @@ impl EngineFile for FaultyFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        if self.faults.fsync_eio.load(SeqCst) && self.faults.hits(self.kind) {
+        if self.faults.hits(self.kind) && self.faults.fsync_eio.load(SeqCst) {
             return Err(self.faults.injected_error(libc::EIO));
         }
         self.inner.sync_data()

@@ -10,6 +10,7 @@
 //! * Each namespace (`namespace.rs`, behind one `RwLock`) owns its index
 //!   (`index.rs`: 4096 partitions of 40-byte entries), its set table, its
 //!   truncate/install markers and its write blocks (`blocks.rs`).
+//! * `install.rs` stages and commits installs ([`Install`]).
 //! * `semantics.rs` is Aerospike's write semantics as a pure function (exists
 //!   and generation policies, TTLs, operate ops); [`model::Model`] is the same
 //!   function over a `BTreeMap`, the reference the tests compare against.
@@ -45,6 +46,43 @@
 //! install marker skipped). A corrupt or stale `index.ckpt` only costs a cold
 //! start (logged with path and reason, and listed in
 //! [`Engine::recovery_report`]); a corrupt or missing `MANIFEST` is fatal.
+//!
+//! **Damage is never skipped.** The durable part of a listed block was
+//! fsynced before the `MANIFEST` that lists it, and the WAL replays only what
+//! came after that checkpoint, so nothing else holds what those bytes hold:
+//! skipping them would drop records silently, and skipping a tombstone would
+//! bring a deleted record back. The one repair is the torn tail above (bytes
+//! past the durable length, which the WAL replays, are cut). Everything else
+//! fails the open with [`Error::Corruption`] naming the file and offset: on
+//! every start, a listed block file that is missing, shorter than its durable
+//! length, or with a bad header; on a cold start also any record version in
+//! the durable part that fails its length, CRC or decoding checks. A fast
+//! start reads no record, so damage inside a record is found when the record
+//! is read (see Reads) or by the next cold start. Such a node needs its
+//! engine rebuilt from a replica or a snapshot.
+//!
+//! # Installs
+//!
+//! [`Engine::begin_install`] → [`Install::stage`] per namespace →
+//! [`Install::commit`] replaces a shard's partitions in several namespaces
+//! and claims the log's applied index in one step: staged records go to new
+//! block files that no index entry and no `MANIFEST` knows of; the commit is
+//! one checkpoint whose cut (under every namespace lock) already holds the
+//! new partitions, and only once its `MANIFEST` is durable are they swapped
+//! in memory (under every lock again). Before that rename any error leaves
+//! the previous state and deletes the staged files; after a crash anywhere
+//! the engine reopens with the old or the new contents of every namespace.
+//! An install marker per partition hides every older version at a cold
+//! start; expiry reclaim keeps out of partitions being installed (its
+//! tombstones would be newer than the staged records).
+//!
+//! # Truncation
+//!
+//! A `Truncate` command names its partitions (the proposing shard's own):
+//! only their index entries are walked, and a truncate marker (kept in the
+//! `MANIFEST` as partition ranges) hides their older versions at a cold
+//! start. The cut-off is at most the command's `now_ms`, the leader's clock
+//! every replica applies with; a later one is clamped to it.
 //!
 //! # Block freeing rule
 //!
@@ -136,13 +174,16 @@
 //!   stop-writes result code for the client. Reads keep working.
 //! * A failed **fsync** (block, temporary checkpoint file, directory) returns
 //!   [`Error::SyncFailed`] and poisons the engine: `apply`, `checkpoint`,
-//!   `tick`, `defrag_step`, `reclaim_expired` and `install` then fail with
+//!   `tick`, `defrag_step`, `reclaim_expired` and installs then fail with
 //!   [`Error::Poisoned`]; reads keep working. After a failed fsync the kernel
 //!   may have dropped the dirty pages and cleared the error, so a later fsync
 //!   that succeeds proves nothing. Reopening recovers the last durable
 //!   checkpoint and the WAL replays the rest.
 //! * `durable_applied_index` advances only after the `MANIFEST` is renamed
 //!   into place and its directory fsynced.
+//! * [`Engine::health`] is what an operator needs: the poisoning fsync error
+//!   (naming the file) and the namespaces at their stop-writes threshold; it
+//!   does no I/O, so metrics can read it on every scrape.
 //!
 //! # Concurrency
 //!
@@ -161,6 +202,7 @@ pub mod fault;
 pub mod format;
 pub mod fs;
 mod index;
+mod install;
 pub mod model;
 mod namespace;
 mod recovery;
@@ -171,9 +213,10 @@ mod view;
 pub use blocks::BlockState;
 pub use config::{EngineConfig, NamespaceConfig, ReadMode};
 pub use driver::{BackgroundConfig, BackgroundHandle, BackgroundStats, ClockMs, wall_clock_ms};
-pub use engine::{BlockStats, CheckpointStats, Engine, NamespaceStats, RecoveryReport};
+pub use engine::{BlockStats, CheckpointStats, Engine, Health, NamespaceStats, RecoveryReport};
 pub use error::{Error, Result};
 pub use fs::{EngineFile, EngineFs, OpenFor, StdFs};
+pub use install::Install;
 pub use namespace::{Counters, DefragProgress};
 pub use recovery::NsRecovery;
 pub use types::*;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::semantics::{self, Effect};
-use crate::types::{Command, Digest, Op, Outcome, Record, is_expired};
+use crate::types::{Command, Digest, Op, Outcome, Record, is_expired, partition_of};
 
 /// In-memory model of one namespace.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -46,9 +46,18 @@ impl Model {
                 self.records.remove(digest);
                 return Ok(empty());
             }
-            Command::Truncate { set, before_ms, .. } => {
-                self.records.retain(|_, r| {
-                    r.last_update_ms >= *before_ms || set.as_ref().is_some_and(|s| *s != r.set)
+            Command::Truncate {
+                set,
+                before_ms,
+                partitions,
+                ..
+            } => {
+                let wanted = crate::namespace::valid_partitions(partitions)?;
+                let before_ms = (*before_ms).min(now_ms);
+                self.records.retain(|d, r| {
+                    r.last_update_ms >= before_ms
+                        || set.as_ref().is_some_and(|s| *s != r.set)
+                        || !wanted.contains(&partition_of(d))
                 });
                 return Ok(empty());
             }

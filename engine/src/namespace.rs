@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::blocks::{BlockState, BlockStore};
-use crate::checkpoint::TruncateMarker;
+use crate::checkpoint::{self, TruncateMarker};
 use crate::config::NamespaceConfig;
 use crate::error::{Error, Result};
 use crate::format::{self, BLOCK_HEADER_BYTES, KIND_LIVE, KIND_TOMBSTONE, VersionHeader};
@@ -139,6 +139,9 @@ pub struct NsState {
     pub truncates: Vec<TruncateMarker>,
     /// Partition installs (kept for cold starts).
     pub installs: BTreeMap<u16, u64>,
+    /// Partitions an install in progress will replace: expiry reclaim
+    /// leaves them alone (see `install.rs`).
+    pub installing: BTreeSet<u16>,
     /// Newest last-update time of any version written.
     pub max_lut_ms: u64,
     /// Counters.
@@ -169,6 +172,7 @@ impl NsState {
             blocks,
             truncates: Vec::new(),
             installs: BTreeMap::new(),
+            installing: BTreeSet::new(),
             max_lut_ms: 0,
             counters: Counters::default(),
             index_bytes,
@@ -268,9 +272,18 @@ impl NsState {
                 self.store_tombstone(stamp, seq, *digest)?;
                 Ok(empty_outcome())
             }
-            Command::Truncate { set, before_ms, .. } => {
+            Command::Truncate {
+                set,
+                before_ms,
+                partitions,
+                ..
+            } => {
+                let wanted = valid_partitions(partitions)?;
                 let marker_seq = seq.fetch_add(1, Ordering::SeqCst);
-                self.truncate(set.as_deref(), *before_ms, marker_seq)?;
+                // The leader's clock, which every replica sees, bounds the
+                // cut-off: a node's own clock never decides what goes.
+                let before_ms = (*before_ms).min(stamp.now_ms);
+                self.truncate(set.as_deref(), &wanted, before_ms, marker_seq)?;
                 Ok(empty_outcome())
             }
         }
@@ -318,12 +331,6 @@ impl NsState {
             });
         }
         Ok(())
-    }
-
-    /// Writes a live version of `record` (install, replay) under `stamp`.
-    pub fn store_record(&mut self, record: &Record, stamp: Stamp, seq: u64) -> Result<()> {
-        let set_id = self.sets.id_for(&record.set)?;
-        self.store_version(&live_header(record, stamp, seq), Some(record), set_id)
     }
 
     fn store_tombstone(&mut self, stamp: Stamp, seq: &AtomicU64, digest: Digest) -> Result<()> {
@@ -410,26 +417,28 @@ impl NsState {
         Ok(())
     }
 
-    /// Removes every record of the namespace (or set) last updated before
-    /// `before_ms`, and keeps a marker so a cold start hides them too.
-    fn truncate(&mut self, set: Option<&str>, before_ms: u64, marker_seq: u64) -> Result<()> {
-        let set_id = match set {
-            Some(name) => self.sets.get(name),
-            None => None,
-        };
+    /// Removes every record of `partitions` of the namespace (or set) last
+    /// updated before `before_ms`, walking only those partitions, and keeps a
+    /// marker so a cold start hides them too.
+    fn truncate(
+        &mut self,
+        set: Option<&str>,
+        partitions: &BTreeSet<u16>,
+        before_ms: u64,
+        marker_seq: u64,
+    ) -> Result<()> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let set_id = set.map(|name| self.sets.get(name));
         let everything = before_ms > self.max_lut_ms;
         let mut doomed = Vec::new();
-        for e in self.index.iter() {
-            let in_scope = match (set, set_id) {
-                (None, _) => true,
-                (Some(_), Some(id)) => e.set_id == id,
-                (Some(_), None) => false,
-            };
-            if !in_scope {
-                continue;
-            }
-            if everything || self.last_update_ms(e)? < before_ms {
-                doomed.push(e.digest);
+        for p in partitions {
+            for e in self.index.partition(*p).entries() {
+                let in_scope = set_id.is_none_or(|id| id == Some(e.set_id));
+                if in_scope && (everything || self.last_update_ms(e)? < before_ms) {
+                    doomed.push(e.digest);
+                }
             }
         }
         for digest in &doomed {
@@ -438,6 +447,7 @@ impl NsState {
         self.counters.truncated += doomed.len() as u64;
         self.truncates.push(TruncateMarker {
             set: set.map(str::to_string),
+            partitions: checkpoint::partition_ranges(partitions),
             before_ms,
             seq: marker_seq,
         });
@@ -451,10 +461,12 @@ impl NsState {
     }
 
     /// Replaces expired records by tombstones, at most `max_records`, resuming
-    /// where the previous call stopped. Returns how many it reclaimed.
+    /// where the previous call stopped. Returns how many it reclaimed. Whether
+    /// a record has expired is decided from `now_ms` alone.
     ///
     /// The tombstone (log 0, index 0) keeps an older version of the record from
-    /// coming back once the expired version's block is freed.
+    /// coming back once the expired version's block is freed. Partitions being
+    /// installed are skipped (see `install.rs`).
     pub fn reclaim_expired(
         &mut self,
         now_ms: u64,
@@ -464,31 +476,43 @@ impl NsState {
         let mut done = 0usize;
         for _ in 0..PARTITION_COUNT {
             let p = self.reclaim_partition as u16;
-            let expired: Vec<Digest> = self
-                .index
-                .partition(p)
-                .entries()
-                .iter()
-                .filter(|e| !e.is_tombstone() && is_expired(e.void_time, now_ms))
-                .take(max_records - done)
-                .map(|e| e.digest)
-                .collect();
-            let stamp = Stamp {
-                log_id: 0,
-                index: 0,
-                now_ms,
-            };
-            for digest in &expired {
-                self.store_tombstone(stamp, seq, *digest)?;
-            }
-            done += expired.len();
-            self.counters.expired_reclaimed += expired.len() as u64;
-            if done >= max_records {
-                break;
+            if !self.installing.contains(&p) {
+                done += self.reclaim_in(p, now_ms, max_records - done, seq)?;
+                if done >= max_records {
+                    break;
+                }
             }
             self.reclaim_partition = (self.reclaim_partition + 1) % PARTITION_COUNT;
         }
         Ok(done)
+    }
+
+    fn reclaim_in(
+        &mut self,
+        partition: u16,
+        now_ms: u64,
+        max_records: usize,
+        seq: &AtomicU64,
+    ) -> Result<usize> {
+        let expired: Vec<Digest> = self
+            .index
+            .partition(partition)
+            .entries()
+            .iter()
+            .filter(|e| !e.is_tombstone() && is_expired(e.void_time, now_ms))
+            .take(max_records)
+            .map(|e| e.digest)
+            .collect();
+        let stamp = Stamp {
+            log_id: 0,
+            index: 0,
+            now_ms,
+        };
+        for digest in &expired {
+            self.store_tombstone(stamp, seq, *digest)?;
+        }
+        self.counters.expired_reclaimed += expired.len() as u64;
+        Ok(expired.len())
     }
 
     /// Sealed blocks below the low-water mark, emptiest first.
@@ -631,6 +655,17 @@ impl NsState {
     }
 }
 
+/// The partitions a command names, refused if any is out of range.
+pub fn valid_partitions(partitions: &[u16]) -> Result<BTreeSet<u16>> {
+    if let Some(bad) = partitions
+        .iter()
+        .find(|p| usize::from(**p) >= PARTITION_COUNT)
+    {
+        return Err(Error::Parameter(format!("partition {bad} out of range")));
+    }
+    Ok(partitions.iter().copied().collect())
+}
+
 fn empty_outcome() -> Outcome {
     Outcome {
         generation: 0,
@@ -639,7 +674,8 @@ fn empty_outcome() -> Outcome {
     }
 }
 
-fn live_header(record: &Record, stamp: Stamp, seq: u64) -> VersionHeader {
+/// The header of a live version of `record` written under `stamp`.
+pub fn live_header(record: &Record, stamp: Stamp, seq: u64) -> VersionHeader {
     VersionHeader {
         kind: KIND_LIVE,
         generation: record.generation,

@@ -6,17 +6,24 @@
 //! log entry the WAL will replay can never resurface later. Then the index
 //! comes from `index.ckpt` when it belongs to that checkpoint (fast start), or
 //! from a scan of the listed blocks (cold start).
+//!
+//! Damage inside the durable part of a listed block is never skipped: those
+//! bytes were fsynced before the manifest that lists them, the WAL will not
+//! replay what they hold, and a skipped tombstone would bring a deleted record
+//! back. A missing or short block file, a bad block header, or (on a cold
+//! start) any record that fails its checks fails the open with
+//! [`Error::Corruption`] naming the file and offset.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::blocks::{BlockStore, read_block_file};
+use crate::blocks::BlockStore;
 use crate::checkpoint::{self, NsManifest};
 use crate::config::{NamespaceConfig, ReadMode};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{self, BLOCK_HEADER_BYTES, RECORD_HEADER_BYTES};
-use crate::fs::{EngineFs, OpenFor};
+use crate::fs::EngineFs;
 use crate::index::{Entry, Index};
 use crate::namespace::{NsState, SetTable};
 use crate::types::{Digest, partition_of};
@@ -30,7 +37,8 @@ pub struct NsRecovery {
     pub versions_scanned: u64,
     /// Bytes of blocks scanned (cold start).
     pub bytes_scanned: u64,
-    /// Every problem met: corruption (file and offset) or a fallback reason.
+    /// Why `index.ckpt` could not be used, if it could not (damage in a
+    /// block fails the open instead).
     pub problems: Vec<String>,
 }
 
@@ -57,10 +65,7 @@ pub fn open_namespace(
         manifest.next_block_id,
     );
     for (id, durable_len) in &manifest.blocks {
-        if let Err(e) = blocks.open_sealed(*id, *durable_len) {
-            report.problems.push(e.to_string());
-            tracing::error!(error = %e, "a block of the last checkpoint cannot be opened");
-        }
+        blocks.open_sealed(*id, *durable_len)?;
     }
     let mut ns = NsState::new(cfg.clone(), dir.to_path_buf(), blocks);
     ns.truncates = manifest.truncates.clone();
@@ -79,7 +84,7 @@ pub fn open_namespace(
                 .problems
                 .push(format!("index checkpoint unusable: {e}"));
             report.cold_start = true;
-            cold_scan(&**fs, &mut ns, manifest, &mut report);
+            cold_scan(&mut ns, manifest, &mut report)?;
         }
     }
     let live: Vec<(u32, u32)> = ns.index.iter().map(|e| (e.block_id, e.len_bytes)).collect();
@@ -163,48 +168,21 @@ struct Candidate {
 }
 
 /// Cold start: the newest visible version of each digest across the durable
-/// parts of the listed blocks.
-fn cold_scan(fs: &dyn EngineFs, ns: &mut NsState, manifest: &NsManifest, report: &mut NsRecovery) {
+/// parts of the listed blocks. Any version that fails its checks fails the
+/// scan: without it the index could miss a record or a tombstone.
+fn cold_scan(ns: &mut NsState, manifest: &NsManifest, report: &mut NsRecovery) -> Result<()> {
     let mut best: HashMap<Digest, Candidate> = HashMap::new();
-    for (block_id, durable_len) in &manifest.blocks {
-        let path = ns.blocks.path_of(*block_id);
-        if !ns.blocks.blocks().contains_key(block_id) {
-            continue; // could not be opened; already reported
-        }
-        let Some(data) = read_durable_part(fs, &path, *durable_len, report) else {
-            continue;
-        };
+    for (block_id, _) in &manifest.blocks {
+        let data = ns.blocks.read_block(*block_id)?;
         report.bytes_scanned += data.len() as u64;
-        if let Err(e) = format::check_block_header(&data, *block_id, &path) {
-            report.problems.push(e.to_string());
-            tracing::error!(error = %e, "skipping a block with a bad header");
-            continue;
-        }
-        scan_block(ns, *block_id, &data, &path, &mut best, report);
+        let path = ns.blocks.path_of(*block_id);
+        format::check_block_header(&data, *block_id, &path)?;
+        scan_block(ns, *block_id, &data, &path, &mut best, report)?;
     }
     for (_, candidate) in best {
         ns.index.insert(candidate.entry);
     }
-}
-
-/// A block's bytes up to its durable length; a short file still holds
-/// records up to where it ends.
-fn read_durable_part(
-    fs: &dyn EngineFs,
-    path: &Path,
-    durable_len: u32,
-    report: &mut NsRecovery,
-) -> Option<Vec<u8>> {
-    let file = fs.open(path, OpenFor::Read).at(path).ok()?;
-    match read_block_file(path, &*file, durable_len) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            report.problems.push(e.to_string());
-            tracing::error!(error = %e, "block shorter than its durable length");
-            let len = file.len_bytes().ok()?.min(u64::from(durable_len));
-            read_block_file(path, &*file, len as u32).ok()
-        }
-    }
+    Ok(())
 }
 
 fn scan_block(
@@ -214,43 +192,28 @@ fn scan_block(
     path: &Path,
     best: &mut HashMap<Digest, Candidate>,
     report: &mut NsRecovery,
-) {
+) -> Result<()> {
     let mut offset = BLOCK_HEADER_BYTES;
     while offset < data.len() {
         let rest = &data[offset..];
-        let decoded = format::version_len(rest)
-            .ok_or_else(|| Error::corruption(path, offset as u64, "bad record length"))
-            .and_then(|len| {
-                format::decode_version(&rest[..len], path, offset as u64).map(|v| (len, v))
-            });
-        let (len, (h, body)) = match decoded {
-            Ok(v) => v,
-            Err(e) => {
-                // Without a trustworthy length the rest of the block is lost.
-                report.problems.push(e.to_string());
-                tracing::error!(error = %e, "corrupt record; the rest of the block is skipped");
-                return;
-            }
-        };
+        let len = format::version_len(rest)
+            .ok_or_else(|| Error::corruption(path, offset as u64, "bad record length"))?;
+        let (h, body) = format::decode_version(&rest[..len], path, offset as u64)?;
         report.versions_scanned += 1;
         let set = body.as_ref().map_or("", |r| r.set.as_str());
         let hidden = ns
             .installs
             .get(&partition_of(&h.digest))
             .is_some_and(|s| h.seq < *s)
-            || ns
-                .truncates
-                .iter()
-                .any(|t| t.hides(set, h.last_update_ms, h.seq));
+            || ns.truncates.iter().any(|t| t.hides(&h, set));
         let newer = best.get(&h.digest).is_none_or(|c| c.seq < h.seq);
         if !hidden && newer {
-            let set_id = match ns.sets.id_for(set) {
-                Ok(id) => id,
-                Err(e) => {
-                    report.problems.push(e.to_string());
-                    0
-                }
-            };
+            // The running engine never held more sets than the table takes,
+            // so a full table means the blocks are not what it wrote.
+            let set_id = ns
+                .sets
+                .id_for(set)
+                .map_err(|e| Error::corruption(path, offset as u64, e.to_string()))?;
             ns.max_lut_ms = ns.max_lut_ms.max(h.last_update_ms);
             let entry = Entry {
                 digest: h.digest,
@@ -265,4 +228,5 @@ fn scan_block(
         }
         offset += len;
     }
+    Ok(())
 }

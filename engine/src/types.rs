@@ -283,15 +283,20 @@ pub enum Command {
     Touch(Write),
     /// Operate.
     Operate(Operate),
-    /// Remove every record of the namespace (or set) last updated before
-    /// `before_ms` (ms since the Unix epoch), durably.
+    /// Remove every record of `partitions` of the namespace (or set) last
+    /// updated before `before_ms` (ms since the Unix epoch), durably. A shard
+    /// proposes it with its own partitions, so each shard's log truncates
+    /// only what it owns.
     Truncate {
         /// Namespace.
         namespace: String,
         /// Set, or the whole namespace.
         set: Option<String>,
-        /// Cut-off.
+        /// Cut-off. The engine uses at most the command's `now_ms` (the
+        /// leader's clock): a later cut-off is clamped to it.
         before_ms: u64,
+        /// The partitions it covers (each below `PARTITION_COUNT`).
+        partitions: Vec<u16>,
     },
 }
 

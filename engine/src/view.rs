@@ -3,14 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use crate::engine::{Engine, Namespace, lock};
 use crate::error::{Error, Result};
-use crate::format::{MAX_BIN_NAME_BYTES, MAX_SET_NAME_BYTES};
 use crate::index::Entry;
-use crate::namespace::{NsState, Stamp};
-use crate::types::{Digest, Record, Value, is_expired, partition_of};
+use crate::namespace::NsState;
+use crate::types::{Digest, Record, is_expired, partition_of};
 
 /// A read view of some partitions as of the moment it was taken. It copies the
 /// partitions' index entries (40 bytes per record) and pins the blocks they
@@ -132,23 +130,6 @@ fn pin_entries(state: &mut NsState, wanted: &BTreeSet<u16>) -> (Vec<Entry>, Vec<
     (entries, pinned.into_iter().collect())
 }
 
-fn validate_install(record: &Record, partitions: &BTreeSet<u16>) -> Result<()> {
-    let bad = |what: &str| Err(Error::Parameter(format!("install: {what}")));
-    if !partitions.contains(&partition_of(&record.digest)) {
-        return bad("record outside the installed partitions");
-    }
-    if record.bins.is_empty() || record.generation == 0 || record.set.len() > MAX_SET_NAME_BYTES {
-        return bad("record without bins, with generation 0, or with a long set name");
-    }
-    let bad_bin = |b: &crate::types::Bin| {
-        b.name.is_empty() || b.name.len() > MAX_BIN_NAME_BYTES || b.value == Value::Nil
-    };
-    if record.bins.iter().any(bad_bin) {
-        return bad("bad bin name or nil value");
-    }
-    Ok(())
-}
-
 impl Engine {
     /// A consistent view of `partitions` of `ns` as of now.
     pub fn view(&self, ns: &str, partitions: &[u16]) -> Result<View> {
@@ -193,10 +174,10 @@ impl Engine {
     }
 
     /// Replaces the contents of `partitions` of `ns` by `records` (a snapshot
-    /// of them as of `applied_index` of `log_id`), sets that log's applied
-    /// index, and checkpoints so the install is durable at once. `partitions`
-    /// must be every partition the log owns. On error the partitions are in
-    /// between: install again.
+    /// of them as of `applied_index` of `log_id`) and sets that log's applied
+    /// index, durably, in one step: [`Engine::begin_install`] for one
+    /// namespace. `partitions` must be every partition the log owns. On error
+    /// the partitions are as they were (see [`crate::Install::commit`]).
     pub fn install<I>(
         &self,
         ns: &str,
@@ -208,41 +189,9 @@ impl Engine {
     where
         I: IntoIterator<Item = Record>,
     {
-        self.check_healthy()?;
-        let handle = self.namespace(ns)?;
-        let wanted: BTreeSet<u16> = partitions.iter().copied().collect();
-        let mut installed = 0u64;
-        {
-            let mut state = handle.write();
-            let marker = self.next_seq.fetch_add(1, Ordering::SeqCst);
-            for p in &wanted {
-                let digests: Vec<Digest> = state
-                    .index
-                    .partition(*p)
-                    .entries()
-                    .iter()
-                    .map(|e| e.digest)
-                    .collect();
-                for digest in &digests {
-                    state.remove_entry(digest);
-                }
-                state.installs.insert(*p, marker);
-            }
-            for record in records {
-                validate_install(&record, &wanted)?;
-                let stamp = Stamp {
-                    log_id,
-                    index: applied_index,
-                    now_ms: record.last_update_ms,
-                };
-                let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
-                state.store_record(&record, stamp, seq)?;
-                installed += 1;
-            }
-            lock(&self.logs).applied.insert(log_id, applied_index);
-        }
-        self.checkpoint()?;
-        Ok(installed)
+        let mut install = self.begin_install(&[ns], partitions, log_id, applied_index)?;
+        install.stage(ns, records)?;
+        install.commit()
     }
 
     /// Up to `max_records` live records of a partition with digests after

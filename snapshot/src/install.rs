@@ -1,9 +1,9 @@
-//! Installing a snapshot into an engine: verify the whole file first, then
-//! replace the shard's partitions namespace by namespace.
+//! Installing a snapshot into an engine: verify the whole file first, stage
+//! every namespace's records, then commit them all at once.
 
 use std::cell::RefCell;
 
-use aerie_engine::Engine;
+use aerie_engine::{Engine, Install};
 
 use crate::error::{Error, Result};
 use std::sync::mpsc::{Receiver, sync_channel};
@@ -15,10 +15,12 @@ use crate::reader::{Chunk, SnapshotReader, VerifyReport};
 /// durable) index of the snapshot's log becomes the snapshot's index. Returns
 /// the records installed.
 ///
-/// The file is verified in full before anything is touched. Should a chunk
-/// fail on the second pass (the file changed underneath), the partitions are
-/// emptied and the log's applied index reset to 0, so the shard asks for a
-/// snapshot again instead of serving half of one.
+/// The file is verified in full before anything is touched. The install is
+/// one engine commit ([`Engine::begin_install`]): should anything fail before
+/// it (a chunk failing on the second pass because the file changed
+/// underneath, a full disk), the engine keeps its previous state and applied
+/// index; after a crash at any point it reopens with either the old or the
+/// new contents of every namespace, never a mix.
 pub fn install(engine: &Engine, reader: &SnapshotReader, progress: impl FnMut(u64)) -> Result<u64> {
     let report = reader.verify(|_| {})?;
     install_verified(engine, reader, &report, progress)
@@ -49,44 +51,55 @@ pub fn install_verified(
             )));
         }
     }
+    let names: Vec<&str> = header.namespaces.iter().map(|n| n.name.as_str()).collect();
+    let mut install =
+        engine.begin_install(&names, &header.partitions, header.log_id, header.index)?;
     let progress = RefCell::new(progress);
     let mut installed = 0u64;
     for (position, ns) in header.namespaces.iter().enumerate() {
-        let failure = RefCell::new(None);
-        std::thread::scope(|scope| -> Result<()> {
-            let chunks = prefetch(scope, reader, position as u16);
-            let records = chunks
-                .into_iter()
-                .map_while(|chunk| match chunk {
-                    Ok(chunk) => Some(chunk.records),
-                    Err(e) => {
-                        *failure.borrow_mut() = Some(e);
-                        None
-                    }
-                })
-                .flatten()
-                .inspect(|_| {
-                    installed += 1;
-                    if installed.is_multiple_of(4096) {
-                        (progress.borrow_mut())(installed);
-                    }
-                });
-            engine.install(
-                &ns.name,
-                &header.partitions,
-                records,
-                header.log_id,
-                header.index,
-            )?;
-            Ok(())
+        stage_namespace(&mut install, reader, (position, &ns.name), |n| {
+            installed += n;
+            (progress.borrow_mut())(installed);
         })?;
-        if let Some(e) = failure.into_inner() {
-            reset(engine, reader)?;
-            return Err(e);
-        }
     }
-    (progress.borrow_mut())(installed);
-    Ok(installed)
+    let committed = install.commit()?;
+    (progress.borrow_mut())(committed);
+    Ok(committed)
+}
+
+/// Stages the records of the namespace at `position` in the header, decoded
+/// on a helper thread; `progress` gets every 4096 records staged. A chunk
+/// that fails to read spoils the install (the caller drops it).
+fn stage_namespace(
+    install: &mut Install<'_>,
+    reader: &SnapshotReader,
+    (position, name): (usize, &str),
+    mut progress: impl FnMut(u64),
+) -> Result<()> {
+    let failure = RefCell::new(None);
+    let mut staged = 0u64;
+    std::thread::scope(|scope| -> Result<()> {
+        let chunks = prefetch(scope, reader, position as u16);
+        let records = chunks
+            .into_iter()
+            .map_while(|chunk| match chunk {
+                Ok(chunk) => Some(chunk.records),
+                Err(e) => {
+                    *failure.borrow_mut() = Some(e);
+                    None
+                }
+            })
+            .flatten()
+            .inspect(|_| {
+                staged += 1;
+                if staged.is_multiple_of(4096) {
+                    progress(4096);
+                }
+            });
+        install.stage(name, records)?;
+        Ok(())
+    })?;
+    failure.into_inner().map_or(Ok(()), Err)
 }
 
 /// Chunks decoded ahead.
@@ -114,18 +127,4 @@ fn prefetch<'scope>(
         }
     });
     receiver
-}
-
-fn reset(engine: &Engine, reader: &SnapshotReader) -> Result<()> {
-    let header = reader.header();
-    for ns in &header.namespaces {
-        engine.install(
-            &ns.name,
-            &header.partitions,
-            std::iter::empty(),
-            header.log_id,
-            0,
-        )?;
-    }
-    Ok(())
 }

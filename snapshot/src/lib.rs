@@ -20,8 +20,10 @@
 //!   record and pins the blocks); [`Capture::write`] then writes the file
 //!   without holding any engine lock, so writes go on meanwhile.
 //! * [`install()`] verifies a file in full and then replaces the shard's
-//!   partitions in the engine; the engine's durable applied index becomes the
-//!   snapshot's index.
+//!   partitions in every namespace in one engine commit
+//!   (`Engine::begin_install`): the engine holds the old or the new state of
+//!   all of them, never a mix, even after a crash; its durable applied index
+//!   becomes the snapshot's index.
 //! * [`transfer`]: [`ChunkSource`] and [`Receiver`] move a file between nodes
 //!   in resumable pieces; a received file is accepted only after a full verify.
 //! * [`catalog`]: listing and retention.

@@ -539,8 +539,10 @@ impl Server {
     }
 
     /// `truncate:namespace=<ns>[;set=<set>][;lut=<ns since epoch>]` and
-    /// `truncate-namespace:namespace=<ns>`: through every shard's log, so
-    /// every replica removes the same records.
+    /// `truncate-namespace:namespace=<ns>`: through every shard's log, each
+    /// shard truncating only its own partitions, so every replica removes the
+    /// same records. A `lut` later than this node's clock is refused (the
+    /// engine would clamp it to the leader's clock anyway).
     async fn truncate(&self, command: &info::InfoCommand<'_>) -> String {
         let Some(ns) = command
             .param("namespace")
@@ -552,10 +554,14 @@ impl Server {
             .param("set")
             .filter(|s| !s.is_empty())
             .map(str::to_string);
+        let now = now_ms();
         let before_ms = match command.param("lut").map(str::parse::<u64>) {
+            Some(Ok(nanos)) if nanos / 1_000_000 > now => {
+                return info::format_error(Some(ResultCode::Parameter), "lut is in the future");
+            }
             Some(Ok(nanos)) => nanos / 1_000_000,
             Some(Err(_)) => return info::format_error(Some(ResultCode::Parameter), "bad lut"),
-            None => now_ms(),
+            None => now,
         };
         let deadline = Deadline::total(TRUNCATE_MS);
         for shard in 0..self.map.shards() {
@@ -563,6 +569,7 @@ impl Server {
                 namespace: ns.to_string(),
                 set: set.clone(),
                 before_ms,
+                partitions: self.map.partitions(shard),
             };
             if let Err(code) = self.propose(shard, cmd, &deadline).await {
                 return info::format_error(Some(code), "truncate failed");

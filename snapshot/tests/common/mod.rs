@@ -184,3 +184,112 @@ pub fn snapshot_all_at(
         .write(dir, &meta(0, partitions), 1, created_ms, options, |_| {})
         .unwrap()
 }
+
+/// Shard 1 of 4.
+pub fn shard_partitions() -> Vec<u16> {
+    (1024..2048).collect()
+}
+
+/// Small blocks, so an install stages several.
+pub fn small_blocks(dir: &Path) -> EngineConfig {
+    let mut cfg = config(dir);
+    for ns in &mut cfg.namespaces {
+        ns.write_block_size_bytes = 16 << 10;
+    }
+    cfg
+}
+
+/// Every record of every namespace, and the log's applied and durable index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    pub records: BTreeMap<String, BTreeMap<Digest, Record>>,
+    pub applied: u64,
+    pub durable: u64,
+}
+
+pub fn state_of(engine: &Engine) -> State {
+    read_state(engine).unwrap()
+}
+
+/// The state, or the first record that failed to read.
+pub fn read_state(engine: &Engine) -> aerie_engine::Result<State> {
+    let all: Vec<u16> = (0..4096).collect();
+    let views = engine.views(&NAMESPACES, &all)?;
+    let mut records = BTreeMap::new();
+    for (ns, view) in NAMESPACES.iter().zip(views) {
+        let ns_records = view
+            .records()
+            .map(|r| r.map(|r| (r.digest, r)))
+            .collect::<aerie_engine::Result<_>>()?;
+        records.insert(ns.to_string(), ns_records);
+    }
+    Ok(State {
+        records,
+        applied: engine.applied_index(LOG),
+        durable: engine.durable_applied_index(LOG),
+    })
+}
+
+/// `old` with the shard's partitions replaced by `source`'s, at `index`.
+pub fn installed_over(old: &State, source: &State, index: u64) -> State {
+    let shard = shard_partitions();
+    let inside = |d: &Digest| shard.binary_search(&partition_of(d)).is_ok();
+    let mut new = old.clone();
+    for (ns, records) in &mut new.records {
+        records.retain(|d, _| !inside(d));
+        let theirs = source.records[ns].iter().filter(|(d, _)| inside(d));
+        records.extend(theirs.map(|(d, r)| (*d, r.clone())));
+    }
+    new.applied = index;
+    new.durable = index;
+    new
+}
+
+/// A checkpointed engine in `dir` with both namespaces filled; its state.
+pub fn old_engine_dir(dir: &Path) -> State {
+    let engine = engine_with(dir, &workload(1, 900, 300));
+    engine.checkpoint().unwrap();
+    state_of(&engine)
+}
+
+/// A snapshot (in `dir`) of the shard's partitions of an engine fed with
+/// `commands` commands of workload `seed`, and the state installing it over
+/// `old` gives.
+pub fn shard_snapshot(
+    dir: &Path,
+    old: &State,
+    seed: u64,
+    commands: usize,
+) -> (std::path::PathBuf, State) {
+    let source = engine_with(
+        &dir.join(format!("source-{seed}")),
+        &workload(seed, commands, 300),
+    );
+    let capture = Capture::take(&source, LOG, &shard_partitions()).unwrap();
+    let info = capture
+        .write(
+            dir,
+            &meta(1, shard_partitions()),
+            1,
+            T0_MS,
+            WriteOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+    let new = installed_over(old, &state_of(&source), info.header.index);
+    assert_ne!(old.records, new.records);
+    (info.path, new)
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
