@@ -187,3 +187,35 @@ fn a_node_starts_from_an_engine_restored_from_its_snapshots() {
     }
     restored_member.stop(&net);
 }
+
+#[test]
+fn a_command_past_the_wal_entry_limit_is_refused_and_the_node_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = LocalNetwork::new(1);
+    let member = Member::start(1, &[1], dir.path(), &net);
+    for shard in 0..SHARDS {
+        leader_of(std::slice::from_ref(&member), shard);
+    }
+    // The test WAL takes entries of 64 KiB at most.
+    let huge = Command::Put(Put {
+        write: Write::new(NS, digest(1)),
+        bins: vec![Bin::new("v", Value::String(vec![b'x'; 128 << 10]))],
+    });
+    let err = member
+        .node()
+        .propose_wait(shard_of(1), huge, WAIT)
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    // Nothing stopped: the same shard and the others take writes and reads.
+    for key in 0..16u32 {
+        member
+            .node()
+            .propose_wait(shard_of(key), incr(key, 1), WAIT)
+            .unwrap();
+        member
+            .node()
+            .read_barrier(shard_of(key), ReadConsistency::Linearizable, WAIT)
+            .unwrap();
+        assert_eq!(counter(member.engine(), key), 1);
+    }
+}
