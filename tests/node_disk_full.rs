@@ -92,6 +92,14 @@ async fn client(node: &NodeProcess) -> Client {
         .unwrap()
 }
 
+async fn info(node: &NodeProcess, name: &str) -> String {
+    let mut conn = aerie::client::Connection::connect(&node.address())
+        .await
+        .unwrap();
+    let answers = conn.info(&[name]).await.unwrap();
+    answers.into_iter().map(|(_, v)| v).collect()
+}
+
 /// Writes records 0.. until the node refuses one with out-of-space; returns
 /// the acknowledged ones.
 async fn write_until_refused(client: &Client) -> Vec<usize> {
@@ -138,6 +146,10 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_grown() {
         acked.len()
     );
     check_all(&client, &acked).await;
+    let stats = info(&node, "namespace/test").await;
+    assert!(stats.contains("stop_writes=true"), "{stats}");
+    let stats = info(&node, "statistics").await;
+    assert!(stats.contains("writes_refused=out_of_space"), "{stats}");
     // Deletes are how an operator makes room: they go through.
     let wp = WritePolicy::default();
     let gone = acked[0];

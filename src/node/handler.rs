@@ -465,7 +465,20 @@ impl Server {
             ("device_used_bytes", stats.used_bytes.to_string()),
             ("device_total_bytes", stats.size_limit_bytes.to_string()),
             ("replication-factor", "1".to_string()),
+            // Aerospike's name: the namespace refuses writes (out of space).
+            ("stop_writes", self.stops_writes(ns).to_string()),
         ])
+    }
+
+    /// The namespace refuses writes: past its own stop-writes threshold, or
+    /// the node's disk is nearly full.
+    fn stops_writes(&self, ns: &str) -> bool {
+        self.engine.health().stop_writes.contains_key(ns)
+            || self
+                .node
+                .refusals()
+                .iter()
+                .any(|(_, r)| r.is_out_of_space())
     }
 
     /// `sets`, `sets/<ns>`, `sets/<ns>/<set>` (spec §2.3): per set

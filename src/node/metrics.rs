@@ -161,8 +161,14 @@ pub fn render(server: &Server) -> String {
         "# TYPE aerie_wal_bytes_total counter\naerie_wal_bytes_total {}",
         wal.bytes_written
     );
+    let health = server.engine.health();
     for ns in server.engine.stats() {
         let n = &ns.name;
+        let _ = writeln!(
+            out,
+            "aerie_namespace_stop_writes{{namespace=\"{n}\"}} {}",
+            u8::from(health.stop_writes.contains_key(n))
+        );
         let _ = writeln!(
             out,
             "aerie_namespace_objects{{namespace=\"{n}\"}} {}",
