@@ -114,7 +114,7 @@ impl Default for EngineSection {
 #[serde(default, deny_unknown_fields)]
 pub struct DiskSection {
     /// Refuse writes once a file system has less than this share free
-    /// (beyond it the node also keeps room for two WAL segments, four write
+    /// (beyond it the node also keeps room for one WAL segment, two write
     /// blocks and one index checkpoint), %.
     pub min_avail_pct: u8,
     /// How often free space is read, ms.
@@ -125,7 +125,7 @@ impl Default for DiskSection {
     fn default() -> Self {
         DiskSection {
             min_avail_pct: 5,
-            check_interval_ms: 1000,
+            check_interval_ms: 50,
         }
     }
 }

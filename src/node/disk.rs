@@ -1,7 +1,7 @@
 //! The disk watcher: refuses writes (Aerospike's out-of-space, code 8)
 //! *before* a file system the node writes to is full, and lets them through
 //! again once space is back. Like Aerospike's `min-avail-pct`, plus the room
-//! the node needs to go on working on a full disk: the WAL's next segments,
+//! the node needs to go on working on a full disk: the WAL's next segment,
 //! the engine's write blocks (flushes, defrag, durable deletes) and one index
 //! checkpoint. Deletes and truncates still go through, so an operator can
 //! make room.
@@ -14,10 +14,10 @@ use std::time::Duration;
 use aerie_engine::Engine;
 use aerie_replication::health::Gate;
 
-/// WAL segments kept free: the active one rolling over, and one more.
-const WAL_SEGMENTS_RESERVED: u64 = 2;
-/// Engine write blocks kept free: the one being filled, flushes and defrag.
-const ENGINE_BLOCKS_RESERVED: u64 = 4;
+/// WAL segments kept free: the next one the active segment rolls over to.
+const WAL_SEGMENTS_RESERVED: u64 = 1;
+/// Engine write blocks kept free: the next one to fill, and one for defrag.
+const ENGINE_BLOCKS_RESERVED: u64 = 2;
 
 /// One watched directory and the room its components need.
 #[derive(Debug, Clone)]
