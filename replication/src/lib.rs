@@ -29,6 +29,11 @@
 //!   side serves chunks.
 //! * [`transport`]: the [`transport::Transport`] trait and the in-process
 //!   [`transport::LocalNetwork`] with drops, delays, reordering and partitions.
+//! * [`membership`]: the `ConfChangeV2`s a caller proposes (learner, promote,
+//!   replace in one joint change, leave joint) and how the ready loop applies
+//!   a committed one (the new `ConfState` stored in the meta file at the
+//!   entry's index, kept as a short history so a snapshot carries the
+//!   configuration at its own index).
 //! * [`codec`]: the bytes of a log entry — the only module naming `bincode`.
 //! * [`shards`]: partitions to shards; shard `s` uses WAL stream and engine
 //!   log `s + 1`.
@@ -60,6 +65,7 @@ mod error;
 pub mod health;
 mod install;
 mod logging;
+pub mod membership;
 pub mod meta;
 mod node;
 mod ready;

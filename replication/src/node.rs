@@ -136,12 +136,17 @@ pub(crate) enum Input {
         result: Result<PathBuf>,
     },
     Campaign(u32),
+    Membership {
+        shard: u32,
+        change: raft::prelude::ConfChangeV2,
+        reply: apply::Callback<()>,
+    },
     SnapshotNow,
     Stop,
 }
 
 /// What callers see of a shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardStatus {
     /// The shard.
     pub shard: u32,
@@ -155,6 +160,15 @@ pub struct ShardStatus {
     pub commit: u64,
     /// Where the log starts after compaction (the raft snapshot index).
     pub compacted: u64,
+    /// Voting members (the incoming set while the configuration is joint).
+    pub voters: Vec<u64>,
+    /// Non-voting members.
+    pub learners: Vec<u64>,
+    /// The outgoing voters of a joint configuration (empty otherwise).
+    pub voters_outgoing: Vec<u64>,
+    /// On the leader, each member's highest index known replicated to it
+    /// (empty elsewhere).
+    pub progress: Vec<(u64, u64)>,
 }
 
 /// A running node: its shards, their loops, and the API to propose and read.
@@ -185,9 +199,13 @@ impl Node {
     /// after it) and starts the loops. Returns the node and the function the
     /// transport delivers this node's envelopes with.
     pub fn open(config: NodeConfig, parts: NodeParts) -> Result<(Node, Deliver)> {
-        if config.node_id == 0 || !config.voters.contains(&config.node_id) {
+        // No voters: the node joins shards that exist elsewhere and learns
+        // their membership from their leaders.
+        if config.node_id == 0
+            || !(config.voters.is_empty() || config.voters.contains(&config.node_id))
+        {
             return Err(Error::Config(format!(
-                "node_id {} must be non-zero and one of the voters {:?}",
+                "node_id {} must be non-zero and one of the voters {:?} (or none, to join)",
                 config.node_id, config.voters
             )));
         }
@@ -346,6 +364,28 @@ impl Node {
         let (reply, done) = mpsc::sync_channel(1);
         self.read_barrier_with(shard, move |result| {
             let _ = reply.send(result);
+        })?;
+        wait(&done, timeout, shard)?
+    }
+
+    /// Proposes a membership change of `shard` (this node must lead it; see
+    /// [`crate::membership`] for the changes and their order). `Ok` once the
+    /// change is appended: whether it took effect shows in
+    /// [`Node::status`] (raft turns a change proposed while another is
+    /// pending into an empty entry).
+    pub fn change_membership(
+        &self,
+        shard: u32,
+        change: raft::prelude::ConfChangeV2,
+        timeout: Duration,
+    ) -> Result<()> {
+        let (reply, done) = mpsc::sync_channel(1);
+        self.send(Input::Membership {
+            shard,
+            change,
+            reply: apply::Callback::new(move |result| {
+                let _ = reply.send(result);
+            }),
         })?;
         wait(&done, timeout, shard)?
     }

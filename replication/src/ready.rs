@@ -105,6 +105,12 @@ impl ReadyLoop {
             // by one tick at most.
             shard.complete_reads(&self.gate);
             shard.flush_backlog();
+            // raft asked for a snapshot (a follower is past the log, or a
+            // learner is missing from the newest one): an idle shard's apply
+            // loop must be woken to take it.
+            if shard.snapshots.wanted.load(Ordering::SeqCst) {
+                let _ = shard.apply.try_send(ApplyTask::CheckSnapshot);
+            }
             if !shard.is_frozen() && !self.wal_failed {
                 shard.raw.tick();
             }
@@ -179,6 +185,11 @@ impl ReadyLoop {
                     let _ = shard.raw.campaign();
                 }
             }
+            Input::Membership {
+                shard,
+                change,
+                reply,
+            } => self.propose_membership(shard, change, reply),
         }
         true
     }
@@ -269,6 +280,32 @@ impl ReadyLoop {
         lock(&shard.pending)
             .by_id
             .insert(id, Waiter { index, term, reply });
+    }
+
+    fn propose_membership(
+        &mut self,
+        shard_id: u32,
+        change: raft::prelude::ConfChangeV2,
+        reply: apply::Callback<()>,
+    ) {
+        let Some(shard) = self.shard(shard_id) else {
+            reply.send(Err(Error::NoShard(shard_id)));
+            return;
+        };
+        if !shard.is_leader() || shard.is_frozen() {
+            let leader = shard.raw.raft.leader_id;
+            reply.send(Err(Error::NotLeader {
+                shard: shard_id,
+                leader,
+            }));
+            return;
+        }
+        reply.send(
+            shard
+                .raw
+                .propose_conf_change(Vec::new(), change)
+                .map_err(Error::Raft),
+        );
     }
 
     fn read(&mut self, shard_id: u32, reply: apply::Callback<()>) {
@@ -579,7 +616,9 @@ fn request_snapshot(shard: &Shard) {
 fn refuse_queued(input: Input) {
     match input {
         Input::Propose { reply, .. } => reply.send(Err(Error::Stopped)),
-        Input::Read { reply, .. } => reply.send(Err(Error::Stopped)),
+        Input::Read { reply, .. } | Input::Membership { reply, .. } => {
+            reply.send(Err(Error::Stopped));
+        }
         _ => {}
     }
 }

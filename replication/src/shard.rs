@@ -88,6 +88,17 @@ impl Shard {
     }
 
     pub fn status(&self) -> ShardStatus {
+        let conf = self.raw.store().meta().conf_state();
+        let progress = if self.is_leader() {
+            self.raw
+                .raft
+                .prs()
+                .iter()
+                .map(|(id, pr)| (*id, pr.matched))
+                .collect()
+        } else {
+            Vec::new()
+        };
         ShardStatus {
             shard: self.id,
             leader: self.raw.raft.leader_id,
@@ -95,6 +106,10 @@ impl Shard {
             applied: self.applied.load(Ordering::SeqCst),
             commit: self.raw.raft.raft_log.committed,
             compacted: self.raw.store().meta().snapshot_index,
+            voters: conf.voters,
+            learners: conf.learners,
+            voters_outgoing: conf.voters_outgoing,
+            progress,
         }
     }
 
@@ -184,6 +199,7 @@ impl Shard {
         if entries.is_empty() {
             return;
         }
+        crate::membership::apply_committed(self, &entries);
         self.backlog_bytes += entries_bytes(&entries);
         self.backlog.push_back(entries);
         self.flush_backlog();
@@ -281,8 +297,7 @@ fn bootstrap_from_snapshot(
     let metadata = snapshot.mut_metadata();
     metadata.index = index;
     metadata.term = term;
-    metadata.mut_conf_state().voters = storage.meta().voters.clone();
-    metadata.mut_conf_state().learners = storage.meta().learners.clone();
+    metadata.set_conf_state(storage.meta().conf_state_at(index));
     storage.apply_snapshot(&snapshot)
 }
 
@@ -375,10 +390,7 @@ pub fn open_raw(
     let meta = match RaftMeta::load(&path)? {
         Some(meta) => meta,
         None => {
-            let meta = RaftMeta {
-                voters: config.voters.clone(),
-                ..RaftMeta::default()
-            };
+            let meta = RaftMeta::new(config.voters.clone());
             meta.store(&path)?;
             meta
         }

@@ -151,10 +151,10 @@ impl ShardStorage {
         batch.set_hard_state(self.stream, to_wal_hard_state(hard_state));
     }
 
-    /// Persists a new membership.
-    pub fn set_conf_state(&mut self, conf_state: &ConfState) -> Result<()> {
-        self.meta.voters = conf_state.voters.clone();
-        self.meta.learners = conf_state.learners.clone();
+    /// Persists the configuration a membership entry at `index` made
+    /// (before raft goes on: a restart must start from it).
+    pub fn apply_membership(&mut self, index: u64, conf_state: ConfState) -> Result<()> {
+        self.meta.push_membership(index, conf_state);
         self.meta.store(&self.meta_path)
     }
 
@@ -168,6 +168,7 @@ impl ShardStorage {
         let term = self.wal.term(self.stream, index)?;
         self.meta.snapshot_index = index;
         self.meta.snapshot_term = term;
+        self.meta.trim_memberships(index);
         self.meta.store(&self.meta_path)?;
         self.wal.compact(self.stream, index + 1)?;
         Ok(())
@@ -180,8 +181,8 @@ impl ShardStorage {
         let metadata = snapshot.get_metadata();
         self.meta.snapshot_index = metadata.index;
         self.meta.snapshot_term = metadata.term;
-        self.meta.voters = metadata.get_conf_state().voters.clone();
-        self.meta.learners = metadata.get_conf_state().learners.clone();
+        self.meta
+            .reset_memberships(metadata.index, metadata.get_conf_state().clone());
         self.meta.reset_pending = true;
         self.meta.store(&self.meta_path)?;
         self.write_reset()
@@ -198,14 +199,6 @@ impl ShardStorage {
         self.meta.reset_pending = false;
         self.meta.store(&self.meta_path)
     }
-
-    fn conf_state(&self) -> ConfState {
-        ConfState {
-            voters: self.meta.voters.clone(),
-            learners: self.meta.learners.clone(),
-            ..ConfState::default()
-        }
-    }
 }
 
 impl raft::Storage for ShardStorage {
@@ -219,7 +212,7 @@ impl raft::Storage for ShardStorage {
             commit: wal_hs.commit.max(self.meta.snapshot_index),
             ..HardState::default()
         };
-        Ok(RaftState::new(hs, self.conf_state()))
+        Ok(RaftState::new(hs, self.meta.conf_state()))
     }
 
     fn entries(
@@ -267,7 +260,7 @@ impl raft::Storage for ShardStorage {
             .max(self.meta.snapshot_index))
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let newest = self
             .snapshots
             .newest
@@ -275,8 +268,16 @@ impl raft::Storage for ShardStorage {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         let wanted_from = request_index.max(self.meta.snapshot_index);
+        // raft refuses a snapshot whose configuration lacks the receiver (a
+        // learner added after it was taken): a newer one is needed then.
+        let includes = |index: u64| {
+            let conf = self.meta.conf_state_at(index);
+            [&conf.voters, &conf.learners, &conf.voters_outgoing]
+                .iter()
+                .any(|ids| ids.contains(&to))
+        };
         match newest {
-            Some((index, term, reference)) if index >= wanted_from => {
+            Some((index, term, reference)) if index >= wanted_from && includes(index) => {
                 let mut snapshot = Snapshot {
                     data: reference.encode().into(),
                     ..Snapshot::default()
@@ -284,7 +285,8 @@ impl raft::Storage for ShardStorage {
                 let metadata = snapshot.mut_metadata();
                 metadata.index = index;
                 metadata.term = term;
-                metadata.set_conf_state(self.conf_state());
+                // The configuration at the snapshot's own index, not now's.
+                metadata.set_conf_state(self.meta.conf_state_at(index));
                 Ok(snapshot)
             }
             _ => {
