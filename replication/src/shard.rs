@@ -245,7 +245,10 @@ pub fn raft_config(config: &NodeConfig, applied: u64) -> raft::Config {
         applied,
         check_quorum: true,
         pre_vote: true,
-        read_only_option: ReadOnlyOption::LeaseBased,
+        // Read-index confirmed by a heartbeat round, not a lease: a leader
+        // paused past its lease (SIGSTOP, a VM stall) keeps counting its
+        // lease in ticks that did not run, and would serve stale reads.
+        read_only_option: ReadOnlyOption::Safe,
         max_size_per_msg: 1 << 20,
         max_inflight_msgs: 256,
         max_committed_size_per_ready: MAX_COMMITTED_BYTES_PER_READY,
