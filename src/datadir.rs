@@ -9,6 +9,7 @@
 //!   wal-archive/   WAL segments no shard needs any more (the PITR source)
 //!   engine/        the record store
 //!   snapshots/     snapshot files of this node's shards
+//!   raft/          one meta file per shard (compaction point, membership)
 //!   LOCK           locked (flock) by the node or tool using the directory
 //! ```
 

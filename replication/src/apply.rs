@@ -134,6 +134,9 @@ pub struct ApplyContext {
     pub snapshot_dir: PathBuf,
     pub shard_meta: ShardMeta,
     pub policy: SnapshotPolicy,
+    /// The term of the entry at the engine's applied index when the loop
+    /// starts (0 if unknown: no snapshot is taken before an entry applies).
+    pub applied_term: u64,
     /// Where a stalled apply is reported (writes to the shard are refused
     /// meanwhile).
     pub gate: Arc<Gate>,
@@ -174,7 +177,7 @@ struct Stopping;
 pub fn run(ctx: ApplyContext, tasks: Receiver<ApplyTask>) {
     let newest = lock(&ctx.snapshots.newest).as_ref().map_or(0, |s| s.0);
     let mut progress = Progress {
-        last_term: 0,
+        last_term: ctx.applied_term,
         // Entries applied before this boot and not covered by a snapshot
         // count too: otherwise a quiet shard never reaches the trigger.
         since_snapshot: ctx.engine.applied_index(ctx.log_id).saturating_sub(newest),
@@ -216,14 +219,19 @@ fn apply_entries(
     for entry in entries {
         // Already in the engine (it restarted from a later durable state, or
         // a snapshot covered it).
-        if entry.index <= ctx.engine.applied_index(ctx.log_id) {
+        let applied = ctx.engine.applied_index(ctx.log_id);
+        if entry.index <= applied {
+            if entry.index == applied {
+                progress.last_term = entry.term;
+            }
             continue;
         }
         apply_with_retry(ctx, entry)?;
+        // The term of the engine's applied index, for the next snapshot.
+        progress.last_term = entry.term;
         progress.since_snapshot += 1;
         progress.bytes_since_snapshot += entry.data.len() as u64;
     }
-    progress.last_term = last.term;
     ctx.applied.store(last.index, Ordering::SeqCst);
     lock(&ctx.pending).drop_overtaken(last.index, ctx.shard);
     (ctx.notify)(ctx.shard, last.index);
@@ -332,6 +340,10 @@ fn snapshot_due(ctx: &ApplyContext, progress: &Progress) -> bool {
 
 fn maybe_snapshot(ctx: &ApplyContext, progress: &mut Progress) {
     if progress.writing.as_ref().is_some_and(|h| !h.is_finished()) || !snapshot_due(ctx, progress) {
+        return;
+    }
+    // A snapshot's term must be its index's: unknown until an entry applied.
+    if progress.last_term == 0 && ctx.engine.applied_index(ctx.log_id) > 0 {
         return;
     }
     if let Some(handle) = progress.writing.take() {

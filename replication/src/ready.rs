@@ -271,8 +271,9 @@ impl ReadyLoop {
         let shard = &mut self.shards[shard_id as usize];
         if let Err(e) = shard.raw.propose(Vec::new(), data) {
             // raft refused it (e.g. a leader transfer is in progress):
-            // nothing was appended.
-            reply.send(Err(Error::Raft(e)));
+            // nothing was appended, so the answer is definite.
+            tracing::debug!(shard = shard_id, error = %e, "raft dropped a proposal");
+            reply.send(Err(Error::Dropped(shard_id)));
             return;
         }
         let index = shard.raw.raft.raft_log.last_index();

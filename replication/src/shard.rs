@@ -325,6 +325,9 @@ pub fn open_shard(ctx: &OpenContext<'_>, shard: u32) -> Result<(Shard, JoinHandl
     *lock(&slot.newest) = newest_snapshot(config, shard)?;
     let raw = open_raw(config, ctx.wal, ctx.engine, shard, &slot)?;
     let log = log_id(shard);
+    // The term of the entry the engine is at: what a snapshot taken before
+    // the next entry is applied must carry.
+    let applied_term = raft::Storage::term(raw.store(), ctx.engine.applied_index(log)).unwrap_or(0);
     let pending = Arc::new(Mutex::new(Pending::default()));
     let applied_index = Arc::new(AtomicU64::new(ctx.engine.applied_index(log)));
     let (apply_tx, apply_rx) = mpsc::sync_channel(APPLY_QUEUE);
@@ -346,6 +349,7 @@ pub fn open_shard(ctx: &OpenContext<'_>, shard: u32) -> Result<(Shard, JoinHandl
             partitions: ctx.map.partitions(shard),
         },
         policy: config.snapshot.clone(),
+        applied_term,
         gate: ctx.gate.clone(),
         clock_ms: ctx.clock_ms.clone(),
         stopping: ctx.stopping.clone(),

@@ -132,7 +132,18 @@ impl Server {
         deadline: &Deadline,
         barriers: &mut BTreeMap<u32, Result<(), ResultCode>>,
     ) -> Result<(), ResultCode> {
-        let shard = self.shard_of(digest);
+        self.barrier_once(self.shard_of(digest), deadline, barriers)
+            .await
+    }
+
+    /// `shard`'s read barrier, waited for once per batch or scan: what it
+    /// reads then reflects every write acknowledged before the request.
+    async fn barrier_once(
+        &self,
+        shard: u32,
+        deadline: &Deadline,
+        barriers: &mut BTreeMap<u32, Result<(), ResultCode>>,
+    ) -> Result<(), ResultCode> {
         if let Some(barrier) = barriers.get(&shard) {
             return *barrier;
         }
@@ -197,15 +208,21 @@ impl Server {
         );
         let mut budget = req.max_records.filter(|&m| m > 0).unwrap_or(u64::MAX);
         let mut stream = Stream::new(out, writer, deadline);
+        let mut barriers = BTreeMap::new();
         for (partition, resume) in scan_work(req) {
             if deadline.passed() {
                 stream.finish(ResultCode::Timeout);
                 return Ok(());
             }
-            let code = match self
-                .scan_partition(req, partition, resume, &mut budget, &mut stream)
-                .await?
-            {
+            let shard = self.map.shard_of(partition);
+            let scanned = match self.barrier_once(shard, &deadline, &mut barriers).await {
+                Ok(()) => {
+                    self.scan_partition(req, partition, resume, &mut budget, &mut stream)
+                        .await?
+                }
+                Err(code) => Scanned::Failed(code),
+            };
+            let code = match scanned {
                 Scanned::Done => ResultCode::Ok,
                 Scanned::OutOfBudget => break,
                 Scanned::Failed(code) => code,
