@@ -34,6 +34,9 @@
 //!   a committed one (the new `ConfState` stored in the meta file at the
 //!   entry's index, kept as a short history so a snapshot carries the
 //!   configuration at its own index).
+//! * [`placement`]: which members should hold each shard and the next
+//!   change toward it, re-derived each round by the shard's leader (the
+//!   ready loop drives it once the node knows the cluster's members).
 //! * [`codec`]: the bytes of a log entry — the only module naming `bincode`.
 //! * [`shards`]: partitions to shards; shard `s` uses WAL stream and engine
 //!   log `s + 1`.
@@ -68,6 +71,7 @@ mod logging;
 pub mod membership;
 pub mod meta;
 mod node;
+pub mod placement;
 mod ready;
 mod shard;
 pub mod shards;

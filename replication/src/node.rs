@@ -141,6 +141,7 @@ pub(crate) enum Input {
         change: raft::prelude::ConfChangeV2,
         reply: apply::Callback<()>,
     },
+    Placement(crate::placement::Placement),
     SnapshotNow,
     Stop,
 }
@@ -254,6 +255,8 @@ impl Node {
             next_proposal: first_proposal_id(),
             next_read: 0,
             wal_failed: false,
+            placement: None,
+            last_placement: Instant::now(),
             last_tick: Instant::now(),
             last_compact: Instant::now(),
         };
@@ -388,6 +391,13 @@ impl Node {
             }),
         })?;
         wait(&done, timeout, shard)?
+    }
+
+    /// Tells the node the cluster's members and replication factor: each
+    /// shard it leads is then moved toward `min(factor, members)` voters,
+    /// one membership change at a time (see [`crate::placement`]).
+    pub fn set_placement(&self, placement: crate::placement::Placement) -> Result<()> {
+        self.send(Input::Placement(placement))
     }
 
     /// Asks every shard for a snapshot now (written in the background).

@@ -26,9 +26,12 @@ use crate::error::{Error, Result};
 use crate::health::{Gate, Refusal};
 use crate::install::{self, Fetch};
 use crate::node::{Input, NodeConfig, ShardStatus, now_ms};
+use crate::placement::Placement;
 use crate::shard::{Installing, PendingRead, Shard, lock, open_raw};
 use crate::transport::{Envelope, Transport};
 
+/// How often the shards this node leads are moved toward the placement.
+const PLACEMENT_INTERVAL_MS: u64 = 200;
 /// Inputs taken per loop round before the readies are processed.
 const MAX_INPUTS_PER_ROUND: usize = 4096;
 /// Attempts at fetching and installing one snapshot before raft is rebuilt
@@ -59,6 +62,10 @@ pub(crate) struct ReadyLoop {
     /// A WAL write failed: raft is no longer driven (its readies cannot be
     /// persisted); inputs are still answered.
     pub wal_failed: bool,
+    /// The cluster's members and replication factor, once the node knows
+    /// them: the shards this node leads are moved toward it.
+    pub placement: Option<Placement>,
+    pub last_placement: Instant,
     pub last_tick: Instant,
     pub last_compact: Instant,
 }
@@ -118,6 +125,40 @@ impl ReadyLoop {
         self.retry_failed_installs();
         if !self.wal_failed {
             self.maybe_compact();
+            self.drive_placement();
+        }
+    }
+
+    /// One membership change per shard this node leads, toward the
+    /// placement, at most every `PLACEMENT_INTERVAL_MS`.
+    fn drive_placement(&mut self) {
+        let Some(placement) = &self.placement else {
+            return;
+        };
+        if self.last_placement.elapsed() < Duration::from_millis(PLACEMENT_INTERVAL_MS) {
+            return;
+        }
+        self.last_placement = Instant::now();
+        for shard in self
+            .shards
+            .iter_mut()
+            .filter(|s| s.is_leader() && !s.is_frozen())
+        {
+            let raft = &shard.raw.raft;
+            // One change at a time: raft turns a second into an empty entry.
+            if raft.pending_conf_index > raft.raft_log.applied {
+                continue;
+            }
+            if let Some(step) = crate::placement::next_step(&shard.status(), placement) {
+                tracing::info!(
+                    shard = shard.id,
+                    ?step,
+                    "placement: proposing a membership change"
+                );
+                if let Err(e) = shard.raw.propose_conf_change(Vec::new(), step.change()) {
+                    tracing::debug!(shard = shard.id, error = %e, "placement change refused");
+                }
+            }
         }
     }
 
@@ -190,6 +231,7 @@ impl ReadyLoop {
                 change,
                 reply,
             } => self.propose_membership(shard, change, reply),
+            Input::Placement(placement) => self.placement = Some(placement),
         }
         true
     }

@@ -180,3 +180,76 @@ fn a_new_member_joins_as_learner_is_promoted_and_replaces_another() {
         assert_counters(m, &acked, unknown);
     }
 }
+
+fn sorted_voters(members: &[Member], shard: u32) -> Vec<u64> {
+    let mut voters = leader_status(members, shard).voters;
+    voters.sort_unstable();
+    voters
+}
+
+#[test]
+fn placement_grows_every_shard_to_the_replication_factor() {
+    let net = LocalNetwork::new(23);
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut members = vec![Member::start(1, &[1], dirs[0].path(), &net)];
+    let mut acked = vec![0i64; KEYS as usize];
+    let mut unknown = write(&members, 4, &mut acked);
+    for id in 2..=4 {
+        members.push(Member::start(id, &[], dirs[id as usize - 1].path(), &net));
+    }
+    // Factor 3 of 4 members: every shard gets three voters, spread out.
+    let placement = aerie_replication::placement::Placement {
+        replication_factor: 3,
+        members: vec![1, 2, 3, 4],
+    };
+    members[0].node().set_placement(placement.clone()).unwrap();
+    eventually(WAIT, "every shard at the replication factor", || {
+        (0..SHARDS).all(|s| {
+            let status = leader_status(&members, s);
+            status.voters.len() == 3 && status.learners.is_empty()
+        })
+    });
+    let mut holders = std::collections::BTreeSet::new();
+    for shard in 0..SHARDS {
+        let voters = sorted_voters(&members, shard);
+        assert!(voters.contains(&1), "shard {shard}: {voters:?}");
+        holders.extend(voters);
+    }
+    assert!(
+        holders.len() > 3,
+        "every shard on the same three members: {holders:?}"
+    );
+    // Every member that holds a shard can lead it: tell them all.
+    for m in &members[1..] {
+        m.node().set_placement(placement.clone()).unwrap();
+    }
+    unknown += write(&members, 2, &mut acked);
+    // The bootstrap member goes down: every shard keeps a majority.
+    members[0].stop(&net);
+    unknown += write(&members, 2, &mut acked);
+    members[0].restart(&net);
+    for shard in 0..SHARDS {
+        let voters = sorted_voters(&members, shard);
+        let holding: Vec<&Member> = members.iter().filter(|m| voters.contains(&m.id)).collect();
+        eventually(WAIT, "the shard's members to catch up", || {
+            let target = applied(member(&members, leader(&members, shard)).engine(), shard);
+            holding.iter().all(|m| applied(m.engine(), shard) >= target)
+        });
+        let first = checksums(holding[0].engine(), shard);
+        for m in &holding[1..] {
+            assert_eq!(
+                checksums(m.engine(), shard),
+                first,
+                "member {} shard {shard}",
+                m.id
+            );
+        }
+        for m in &holding {
+            for key in (0..KEYS).filter(|&k| shard_of(k) == shard) {
+                let value = counter(m.engine(), key);
+                let floor = acked[key as usize];
+                assert!(value >= floor && value <= floor + unknown as i64);
+            }
+        }
+    }
+}
