@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! <data-dir>/
-//!   cluster.toml   cluster name, node id, shard count, namespaces (written
+//!   cluster.toml   cluster name and id, node id, shard count, namespaces (written
 //!                  last when a directory is made: without it the directory is
 //!                  not a usable data dir)
 //!   wal/           the write-ahead log
@@ -31,8 +31,14 @@ pub const LOCK_FILE: &str = "LOCK";
 pub struct ClusterMeta {
     /// Cluster name (at most 63 bytes).
     pub cluster_name: String,
-    /// This node's id (non-zero).
+    /// This node's id (non-zero, never reused: picked at random when the
+    /// directory is made unless the config seeded it).
     pub node_id: u64,
+    /// The cluster's id (picked at random when a cluster is formed; a node
+    /// refuses peers of another cluster). 0 in directories made before
+    /// clusters existed.
+    #[serde(default)]
+    pub cluster_id: u64,
     /// Number of shards the 4096 partitions are split into.
     pub shards: u32,
     /// Namespaces and their settings.
@@ -72,6 +78,17 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
     move |source| DataDirError::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// A random non-zero id (node and cluster ids: never reused, so nobody has
+/// to pick them).
+pub fn random_id() -> u64 {
+    loop {
+        let id = rand::random::<u64>();
+        if id != 0 {
+            return id;
+        }
     }
 }
 

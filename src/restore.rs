@@ -170,6 +170,8 @@ pub fn run(args: RestoreArgs) -> Result<()> {
     let meta = ClusterMeta {
         cluster_name: first.cluster_name.clone(),
         node_id: args.node_id.unwrap_or(first.node_id),
+        // A restored directory starts a cluster of its own.
+        cluster_id: datadir::random_id(),
         shards: map.shards(),
         namespaces: first.namespaces.clone(),
     };

@@ -83,6 +83,7 @@ fn meta(cluster: &str) -> ClusterMeta {
     ClusterMeta {
         cluster_name: cluster.into(),
         node_id: 1,
+        cluster_id: 7,
         shards: 2,
         namespaces: vec![NamespaceConfig {
             write_block_size_bytes: 64 << 10,

@@ -10,13 +10,18 @@ use aerie_wal::{FsyncPolicy, IoBackend};
 use serde::{Deserialize, Serialize};
 
 /// Environment variables that override the file.
-pub const ENV_OVERRIDES: [(&str, &str); 6] = [
+pub const ENV_OVERRIDES: [(&str, &str); 11] = [
     ("AERIE_METRICS_PORT", "metrics.port"),
     ("AERIE_DATA_DIR", "node.data_dir"),
     ("AERIE_NODE_ID", "node.node_id"),
     ("AERIE_ADDRESS", "service.address"),
     ("AERIE_PORT", "service.port"),
     ("AERIE_FSYNC", "wal.fsync"),
+    ("AERIE_FABRIC_ADDRESS", "cluster.fabric_address"),
+    ("AERIE_FABRIC_PORT", "cluster.fabric_port"),
+    ("AERIE_SEEDS", "cluster.seeds (comma-separated)"),
+    ("AERIE_REPLICATION_FACTOR", "cluster.replication_factor"),
+    ("AERIE_CLUSTER_SECRET_FILE", "cluster.secret_file"),
 ];
 
 /// The whole file.
@@ -33,6 +38,8 @@ pub struct NodeFileConfig {
     pub raft: RaftSection,
     /// Prometheus metrics.
     pub metrics: MetricsSection,
+    /// The cluster: node-to-node traffic, seeds, replication factor.
+    pub cluster: ClusterSection,
     /// Free-space limits.
     pub disk: DiskSection,
     /// The storage engine.
@@ -45,7 +52,9 @@ pub struct NodeFileConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeSection {
-    /// Non-zero; the node name clients see is its uppercase hex.
+    /// Only seeds a new data dir: 0 (the default) picks a random id at the
+    /// first start, which the data dir keeps for good. The node name clients
+    /// see is its uppercase hex.
     pub node_id: u64,
     /// Cluster name (1..=63 bytes).
     pub cluster_name: String,
@@ -88,6 +97,38 @@ pub struct WalSection {
     /// Keep sealed segments in `<data_dir>/wal-archive` (for point-in-time
     /// recovery) instead of deleting them.
     pub archive: bool,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Address other nodes reach this one at for node-to-node traffic
+    /// (empty: the service address).
+    pub fabric_address: String,
+    /// Port of node-to-node traffic (Aerospike's fabric port).
+    pub fabric_port: u16,
+    /// `host:fabric_port` of nodes already in a cluster: a node with a new
+    /// data dir joins their cluster; with none it forms a new one. A node
+    /// that already belongs to a cluster ignores them.
+    pub seeds: Vec<String>,
+    /// Voters per shard wanted (the effective factor is min(this, members)).
+    pub replication_factor: usize,
+    /// A file holding the shared cluster secret peers authenticate with
+    /// (required unless every fabric address is loopback).
+    pub secret_file: Option<PathBuf>,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            fabric_address: String::new(),
+            fabric_port: 3001,
+            seeds: Vec::new(),
+            replication_factor: 3,
+            secret_file: None,
+        }
+    }
 }
 
 /// `[engine]`.
@@ -171,7 +212,7 @@ pub struct RaftSection {
 impl Default for NodeSection {
     fn default() -> Self {
         NodeSection {
-            node_id: 1,
+            node_id: 0,
             cluster_name: "aerie".into(),
             data_dir: PathBuf::from("./aerie-data"),
             shards: 8,
@@ -226,6 +267,7 @@ impl Default for NodeFileConfig {
             wal: WalSection::default(),
             raft: RaftSection::default(),
             metrics: MetricsSection::default(),
+            cluster: ClusterSection::default(),
             disk: DiskSection::default(),
             engine: EngineSection::default(),
             namespaces: vec![NamespaceConfig::default()],
@@ -283,12 +325,43 @@ impl NodeFileConfig {
         if let Some(v) = var("AERIE_FSYNC") {
             self.wal.fsync = v;
         }
+        self.apply_cluster_env(var, parse)
+    }
+
+    fn apply_cluster_env(
+        &mut self,
+        var: impl Fn(&str) -> Option<String>,
+        parse: impl Fn(&str, &str) -> String,
+    ) -> Result<(), String> {
+        let cluster = &mut self.cluster;
+        if let Some(v) = var("AERIE_FABRIC_ADDRESS") {
+            cluster.fabric_address = v;
+        }
+        if let Some(v) = var("AERIE_FABRIC_PORT") {
+            cluster.fabric_port = v.parse().map_err(|_| parse("AERIE_FABRIC_PORT", &v))?;
+        }
+        if let Some(v) = var("AERIE_SEEDS") {
+            cluster.seeds = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+        if let Some(v) = var("AERIE_REPLICATION_FACTOR") {
+            cluster.replication_factor = v
+                .parse()
+                .map_err(|_| parse("AERIE_REPLICATION_FACTOR", &v))?;
+        }
+        if let Some(v) = var("AERIE_CLUSTER_SECRET_FILE") {
+            cluster.secret_file = Some(PathBuf::from(v));
+        }
         Ok(())
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.node.node_id == 0 {
-            return Err("node.node_id must not be 0".into());
+        if self.cluster.replication_factor == 0 {
+            return Err("cluster.replication_factor must be at least 1".into());
         }
         if self.namespaces.is_empty() {
             return Err("at least one [[namespaces]] is needed".into());
@@ -299,6 +372,16 @@ impl NodeFileConfig {
         self.fsync()?;
         self.io_backend()?;
         Ok(())
+    }
+
+    /// The address other nodes reach this one at.
+    pub fn fabric_address(&self) -> String {
+        let host = if self.cluster.fabric_address.is_empty() {
+            &self.service.address
+        } else {
+            &self.cluster.fabric_address
+        };
+        format!("{host}:{}", self.cluster.fabric_port)
     }
 
     /// The WAL fsync policy.

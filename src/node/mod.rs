@@ -63,7 +63,11 @@ fn open_data_dir(config: &NodeFileConfig) -> Result<DataDir> {
     }
     let meta = ClusterMeta {
         cluster_name: config.node.cluster_name.clone(),
-        node_id: config.node.node_id,
+        node_id: match config.node.node_id {
+            0 => crate::datadir::random_id(),
+            id => id,
+        },
+        cluster_id: crate::datadir::random_id(),
         shards: config.node.shards,
         namespaces: config.namespaces.clone(),
     };
