@@ -57,6 +57,7 @@
 mod apply;
 pub mod codec;
 mod error;
+pub mod fabric;
 pub mod health;
 mod install;
 mod logging;
@@ -69,5 +70,5 @@ pub mod storage;
 pub mod transport;
 
 pub use apply::SnapshotPolicy;
-pub use error::{Error, Result};
+pub use error::{Error, HandshakeRefusal, Result, WireError};
 pub use node::{Node, NodeConfig, NodeParts, ReadConsistency, ShardStatus, now_ms};
