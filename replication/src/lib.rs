@@ -27,8 +27,17 @@
 //! * `install.rs`: a follower told to install a snapshot fetches the file in
 //!   chunks (resumable), verifies it, installs it into the engine; the other
 //!   side serves chunks.
-//! * [`transport`]: the [`transport::Transport`] trait and the in-process
+//! * [`transport`]: the [`transport::Transport`] trait (`send` never waits
+//!   and says whether it queued; the ready loop reports a refused raft
+//!   message with `report_unreachable`) and the in-process
 //!   [`transport::LocalNetwork`] with drops, delays, reordering and partitions.
+//! * [`fabric`]: [`fabric::TcpTransport`], the transport between processes:
+//!   its own small tokio runtime; per peer a raft lane and a bulk lane
+//!   (snapshot chunks), each one dialed connection with a queue bounded in
+//!   bytes; reconnects with backoff; peers authenticate (HMAC-SHA256
+//!   challenge over the cluster secret, cluster id and node ids) before any
+//!   of their bytes reach the raft (protobuf) decoder. The bytes are in
+//!   `replication/FABRIC.md`, the constants in [`fabric::format`].
 //! * [`codec`]: the bytes of a log entry — the only module naming `bincode`.
 //! * [`shards`]: partitions to shards; shard `s` uses WAL stream and engine
 //!   log `s + 1`.

@@ -320,6 +320,7 @@ fn fill(transport: &TcpTransport, to: u64, limit: usize, make: impl Fn() -> Enve
 fn full_queues_refuse_at_once_and_bulk_chunks_never_hold_up_raft_messages() {
     // Loopback only, so no secret is needed (the tags use an empty key).
     let mut fabric = config(1, None, CLUSTER);
+    fabric.max_frame_bytes = 2 << 20;
     fabric.raft_queue_bytes = 4 << 20;
     fabric.bulk_queue_bytes = 4 << 20;
     fabric.write_timeout_ms = 60_000;
@@ -376,6 +377,12 @@ fn without_a_secret_every_fabric_address_must_be_loopback() {
     }
     let short = config(1, Some(b"short"), CLUSTER);
     assert!(matches!(TcpTransport::start(short), Err(Error::Config(_))));
+    let mut tiny_queue = config(1, Some(SECRET), CLUSTER);
+    tiny_queue.raft_queue_bytes = 1 << 20;
+    assert!(matches!(
+        TcpTransport::start(tiny_queue),
+        Err(Error::Config(_))
+    ));
     let a = start(1, None, CLUSTER);
     assert!(matches!(
         a.set_peers(BTreeMap::from([(2, outside)])),

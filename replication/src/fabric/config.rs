@@ -11,6 +11,8 @@ use crate::fabric::hello::ClusterId;
 
 /// Shortest cluster secret accepted.
 pub const MIN_SECRET_BYTES: usize = 16;
+/// Smallest bulk queue: one snapshot chunk with its frame.
+pub const MIN_BULK_QUEUE_BYTES: usize = crate::install::CHUNK_BYTES + (64 << 10);
 
 /// A node's fabric: who it is, where it listens, whom it talks to, and the
 /// bounds. `FabricConfig::new` gives the defaults documented per field.
@@ -30,10 +32,10 @@ pub struct FabricConfig {
     /// Node id to fabric address; replaced at run time with `set_peers`.
     pub peers: BTreeMap<u64, SocketAddr>,
     /// Raft frames queued (and being written) per peer before sends are
-    /// refused. Default 32 MiB.
+    /// refused; at least `max_frame_bytes`. Default 32 MiB.
     pub raft_queue_bytes: usize,
-    /// Snapshot-chunk frames queued per peer, on their own connection.
-    /// Default 16 MiB.
+    /// Snapshot-chunk frames queued per peer, on their own connection; at
+    /// least [`MIN_BULK_QUEUE_BYTES`] (1 MiB + 64 KiB). Default 16 MiB.
     pub bulk_queue_bytes: usize,
     /// Largest frame payload sent or accepted (at most 64 MiB). Default
     /// 16 MiB + 64 KiB: a WAL entry at its default limit in a raft append.
@@ -115,6 +117,16 @@ impl FabricConfig {
             return bad(format!(
                 "max_frame_bytes {} must be 1..={FRAME_LIMIT_BYTES}",
                 self.max_frame_bytes
+            ));
+        }
+        if self.raft_queue_bytes < self.max_frame_bytes
+            || self.bulk_queue_bytes < MIN_BULK_QUEUE_BYTES
+        {
+            // A frame its queue can never hold would be refused forever: raft
+            // would resend the same append and never get past it.
+            return bad(format!(
+                "raft_queue_bytes {} must hold a frame of max_frame_bytes {}, bulk_queue_bytes {} at least {MIN_BULK_QUEUE_BYTES}",
+                self.raft_queue_bytes, self.max_frame_bytes, self.bulk_queue_bytes
             ));
         }
         if self.keepalive_interval_ms == 0 || self.idle_timeout_ms <= self.keepalive_interval_ms {

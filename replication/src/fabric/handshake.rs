@@ -159,7 +159,8 @@ pub(crate) async fn accept(
         Ok(hello) => hello,
         Err(reason) => return refuse(conn, reason, timeout).await,
     };
-    conn.peer = format!("node {} ({})", hello.dialer, conn.peer);
+    // Claimed, not yet proven: the log says so.
+    conn.peer = format!("{}, claiming to be node {}", conn.peer, hello.dialer);
     if let Some(reason) = hello_refusal(&hello, me, known) {
         return refuse(conn, reason, timeout).await;
     }

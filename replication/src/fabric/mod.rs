@@ -42,7 +42,7 @@ use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::task::AbortHandle;
 
-pub use config::{FabricConfig, MIN_SECRET_BYTES};
+pub use config::{FabricConfig, MIN_BULK_QUEUE_BYTES, MIN_SECRET_BYTES};
 pub use stats::FabricStats;
 
 use crate::error::{Error, HandshakeRefusal, Result};
