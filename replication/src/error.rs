@@ -93,6 +93,147 @@ pub enum Error {
     /// A bad setting.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Bytes from a fabric peer that fail a check (the connection is closed).
+    #[error("fabric peer {peer}: {source}")]
+    Wire {
+        /// The peer: node id if authenticated, else its address.
+        peer: String,
+        /// What failed.
+        #[source]
+        source: WireError,
+    },
+    /// A fabric handshake refused, by us or by the peer.
+    #[error("fabric peer {peer}: handshake refused: {reason}")]
+    Handshake {
+        /// The peer's address, and the node id it claimed if it got that far.
+        peer: String,
+        /// Why.
+        reason: HandshakeRefusal,
+    },
+    /// A fabric connection's I/O failed.
+    #[error("fabric peer {peer}: {what}: {source}")]
+    Net {
+        /// The peer.
+        peer: String,
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A fabric connection's step did not finish in time.
+    #[error("fabric peer {peer}: {what} timed out after {timeout_ms} ms")]
+    NetTimeout {
+        /// The peer.
+        peer: String,
+        /// What was being done.
+        what: &'static str,
+        /// The deadline.
+        timeout_ms: u64,
+    },
+}
+
+/// Why bytes from a fabric peer were rejected (`replication/FABRIC.md`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// A frame longer than the receiver accepts (checked before reading it).
+    #[error("a frame of {bytes} bytes exceeds the {limit}-byte limit")]
+    TooLong {
+        /// Declared payload bytes.
+        bytes: u64,
+        /// The receiver's limit.
+        limit: usize,
+    },
+    /// The frame's CRC32 does not match its bytes.
+    #[error("frame checksum {stored:#010x}, computed {computed:#010x}")]
+    Checksum {
+        /// The CRC the frame carries.
+        stored: u32,
+        /// The CRC of the bytes received.
+        computed: u32,
+    },
+    /// A frame type this version does not know.
+    #[error("unknown frame type {0:#04x}")]
+    UnknownType(u8),
+    /// A known frame where the protocol does not allow it.
+    #[error("unexpected {got} frame (expected {expected})")]
+    Unexpected {
+        /// The frame type received.
+        got: &'static str,
+        /// What the protocol expected.
+        expected: &'static str,
+    },
+    /// A payload that does not decode.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// Which payload.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An authenticated peer sent a message claiming another sender.
+    #[error("a {what} from node {claimed} on the connection of node {peer}")]
+    Impersonation {
+        /// The message kind.
+        what: &'static str,
+        /// The sender the message names.
+        claimed: u64,
+        /// The node the connection authenticated as.
+        peer: u64,
+    },
+    /// The stream ended inside a frame.
+    #[error("connection closed inside a frame")]
+    Truncated,
+}
+
+/// Why a fabric handshake was refused (`replication/FABRIC.md`, the
+/// `REFUSED` reason codes).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeRefusal {
+    /// Bytes that are not a handshake of this protocol (wrong magic, a bad
+    /// frame, a malformed payload).
+    #[error("not a fabric handshake: {0}")]
+    Malformed(WireError),
+    /// Another protocol version.
+    #[error("protocol version {theirs}, this node speaks {ours}")]
+    Version {
+        /// Ours.
+        ours: u16,
+        /// Theirs.
+        theirs: u16,
+    },
+    /// A peer of another cluster.
+    #[error("cluster id {theirs}, this node is in cluster {ours}")]
+    Cluster {
+        /// Ours (hex).
+        ours: String,
+        /// Theirs (hex).
+        theirs: String,
+    },
+    /// The node answering is not the one dialed, or the dialer expected
+    /// another node here.
+    #[error("expected node {expected}, found node {found}")]
+    WrongNode {
+        /// The node id that should be there.
+        expected: u64,
+        /// The node id there.
+        found: u64,
+    },
+    /// A dialer whose node id is not in this node's peer book.
+    #[error("node {0} is not a known peer")]
+    UnknownPeer(u64),
+    /// The peer does not know the cluster secret (or we do not share it).
+    #[error("authentication failed: wrong cluster secret")]
+    BadMac,
+    /// A lane number this version does not know.
+    #[error("unknown lane {0}")]
+    Lane(u8),
+    /// Too many handshakes in progress on this node.
+    #[error("too many connections in handshake")]
+    Busy,
+    /// The other side refused us, with this reason code.
+    #[error("the peer refused us: {0}")]
+    ByPeer(&'static str),
 }
 
 /// The crate's result.

@@ -49,7 +49,8 @@ pub fn serve_chunk(dir: &Path, me: u64, transport: &dyn Transport, request: Enve
         offset,
         bytes,
     };
-    transport.send(me, from, reply);
+    // Not queued: the fetch asks again after its chunk timeout.
+    let _ = transport.send(me, from, reply);
 }
 
 /// What a fetch needs.
@@ -71,7 +72,9 @@ impl Fetch {
         let mut retries = 0;
         loop {
             let offset = receiver.offset();
-            self.transport.send(
+            // Not queued: the wait below times out and the request is sent
+            // again, counted as a retry.
+            let _ = self.transport.send(
                 self.me,
                 self.reference.node_id,
                 Envelope::ChunkRequest {

@@ -27,7 +27,9 @@
 //! * `install.rs`: a follower told to install a snapshot fetches the file in
 //!   chunks (resumable), verifies it, installs it into the engine; the other
 //!   side serves chunks.
-//! * [`transport`]: the [`transport::Transport`] trait and the in-process
+//! * [`transport`]: the [`transport::Transport`] trait (`send` never waits
+//!   and says whether it queued; the ready loop reports a refused raft
+//!   message with `report_unreachable`) and the in-process
 //!   [`transport::LocalNetwork`] with drops, delays, reordering and partitions.
 //! * [`membership`]: the `ConfChangeV2`s a caller proposes (learner, promote,
 //!   replace in one joint change, leave joint) and how the ready loop applies
@@ -37,6 +39,13 @@
 //! * [`placement`]: which members should hold each shard and the next
 //!   change toward it, re-derived each round by the shard's leader (the
 //!   ready loop drives it once the node knows the cluster's members).
+//! * [`fabric`]: [`fabric::TcpTransport`], the transport between processes:
+//!   its own small tokio runtime; per peer a raft lane and a bulk lane
+//!   (snapshot chunks), each one dialed connection with a queue bounded in
+//!   bytes; reconnects with backoff; peers authenticate (HMAC-SHA256
+//!   challenge over the cluster secret, cluster id and node ids) before any
+//!   of their bytes reach the raft (protobuf) decoder. The bytes are in
+//!   `replication/FABRIC.md`, the constants in [`fabric::format`].
 //! * [`codec`]: the bytes of a log entry — the only module naming `bincode`.
 //! * [`shards`]: partitions to shards; shard `s` uses WAL stream and engine
 //!   log `s + 1`.
@@ -65,6 +74,7 @@
 mod apply;
 pub mod codec;
 mod error;
+pub mod fabric;
 pub mod health;
 mod install;
 mod logging;
@@ -79,5 +89,5 @@ pub mod storage;
 pub mod transport;
 
 pub use apply::SnapshotPolicy;
-pub use error::{Error, Result};
+pub use error::{Error, HandshakeRefusal, Result, WireError};
 pub use node::{Node, NodeConfig, NodeParts, ReadConsistency, ShardStatus, now_ms};

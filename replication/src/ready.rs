@@ -726,11 +726,14 @@ fn step(shard: &mut Shard, mut message: Message) {
 /// reference, so handing it to the transport is the whole send: raft is told
 /// at once (`report_snapshot`), the follower's progress goes back to probing,
 /// and a follower whose install failed is found behind and sent one again.
+/// A message the transport could not queue (peer unreachable, queue full) is
+/// reported (`report_unreachable`), so raft stops streaming appends to that
+/// follower and probes it instead.
 fn send_messages(transport: &dyn Transport, me: u64, shard: &mut Shard, messages: Vec<Message>) {
     for message in messages {
         let to = message.to;
         let snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
-        transport.send(
+        let queued = transport.send(
             me,
             to,
             Envelope::Raft {
@@ -739,7 +742,15 @@ fn send_messages(transport: &dyn Transport, me: u64, shard: &mut Shard, messages
             },
         );
         if snapshot {
-            shard.raw.report_snapshot(to, SnapshotStatus::Finish);
+            let status = if queued {
+                SnapshotStatus::Finish
+            } else {
+                SnapshotStatus::Failure
+            };
+            shard.raw.report_snapshot(to, status);
+        }
+        if !queued {
+            shard.raw.report_unreachable(to);
         }
     }
 }

@@ -1,8 +1,8 @@
 //! How members of a shard talk: raft messages and snapshot-file chunks.
 //! [`Transport`] is what a node sends through; the in-process
 //! [`LocalNetwork`] connects nodes of one process for tests and benchmarks,
-//! and can drop, delay, reorder and partition messages (the TCP transport
-//! comes with the node).
+//! and can drop, delay, reorder and partition messages; the TCP transport
+//! between processes is [`crate::fabric::TcpTransport`].
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -57,8 +57,11 @@ impl Envelope {
 
 /// Sends envelopes to other nodes. Delivery is best effort: raft retries.
 pub trait Transport: Send + Sync {
-    /// Sends `envelope` from node `from` to node `to`.
-    fn send(&self, from: u64, to: u64, envelope: Envelope);
+    /// Sends `envelope` from node `from` to node `to`, never waiting. Returns
+    /// false if it was not queued (peer unknown or unreachable, queue full):
+    /// the ready loop then tells raft the peer is unreachable. True means
+    /// queued, not delivered.
+    fn send(&self, from: u64, to: u64, envelope: Envelope) -> bool;
 }
 
 /// Envelopes held for delayed delivery at most; more are dropped.
@@ -196,13 +199,16 @@ impl Drop for LocalNetwork {
     }
 }
 
-fn deliver_now(state: &Mutex<NetState>, to: u64, envelope: Envelope) {
+/// Hands `envelope` to node `to`; false if it is not registered (down).
+fn deliver_now(state: &Mutex<NetState>, to: u64, envelope: Envelope) -> bool {
     let inbox = lock(state).inboxes.get(&to).cloned();
-    if let Some(inbox) = inbox
-        && !inbox(envelope)
-    {
+    let Some(inbox) = inbox else {
+        return false;
+    };
+    if !inbox(envelope) {
         lock(state).dropped += 1;
     }
+    true
 }
 
 /// The delivery thread: holds delayed envelopes until their time.
@@ -220,33 +226,35 @@ fn deliver_delayed(state: &Mutex<NetState>, receiver: &Receiver<Delayed>) {
         let now = Instant::now();
         while heap.peek().is_some_and(|d| d.at <= now) {
             if let Some(d) = heap.pop() {
-                deliver_now(state, d.to, d.envelope);
+                let _ = deliver_now(state, d.to, d.envelope);
             }
         }
     }
 }
 
+/// Like a TCP connection, a cut link, a node that is down and a congested
+/// link are known to the sender (`send` returns false); a random drop is not
+/// (the message is lost after it was sent).
 impl Transport for LocalNetwork {
-    fn send(&self, from: u64, to: u64, envelope: Envelope) {
+    fn send(&self, from: u64, to: u64, envelope: Envelope) -> bool {
         let delay_ms = {
             let mut state = lock(&self.state);
             if state.faults.is_cut(from, to) {
                 state.dropped += 1;
-                return;
+                return false;
             }
             let drop_ratio = state.faults.drop_ratio;
             if envelope.is_raft() && drop_ratio > 0.0 && state.rng.random_bool(drop_ratio.min(1.0))
             {
                 state.dropped += 1;
-                return;
+                return true;
             }
             let max_delay_ms = state.faults.max_delay_ms;
             state.seq += 1;
             (max_delay_ms > 0).then(|| state.rng.random_range(0..=max_delay_ms))
         };
         let Some(delay_ms) = delay_ms else {
-            deliver_now(&self.state, to, envelope);
-            return;
+            return deliver_now(&self.state, to, envelope);
         };
         let seq = lock(&self.state).seq;
         let delayed = Delayed {
@@ -262,5 +270,6 @@ impl Transport for LocalNetwork {
             // A link this congested drops.
             lock(&self.state).dropped += 1;
         }
+        queued
     }
 }

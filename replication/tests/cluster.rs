@@ -12,48 +12,12 @@ use aerie_replication::ReadConsistency;
 use aerie_replication::transport::{Faults, LocalNetwork};
 use common::*;
 
-const VOTERS: [u64; 3] = [1, 2, 3];
-const WAIT: Duration = Duration::from_secs(30);
-const KEYS: u32 = 32;
-
 fn cluster(net: &Arc<LocalNetwork>, dirs: &[tempfile::TempDir]) -> Vec<Member> {
     VOTERS
         .iter()
         .zip(dirs)
         .map(|(&id, dir)| Member::start(id, &VOTERS, dir.path(), net))
         .collect()
-}
-
-fn dirs() -> Vec<tempfile::TempDir> {
-    (0..3).map(|_| tempfile::tempdir().unwrap()).collect()
-}
-
-/// Increments every key `rounds` times; returns the acknowledged count per key
-/// and the count of unknown outcomes.
-fn write(members: &[Member], rounds: u32, acked: &mut [i64]) -> usize {
-    let mut unknown = 0;
-    for _ in 0..rounds {
-        for key in 0..KEYS {
-            match incr_anywhere(members, key, WAIT) {
-                EventOutcome::Ok(_) => acked[key as usize] += 1,
-                EventOutcome::Unknown => unknown += 1,
-                EventOutcome::Failed => panic!("no leader for key {key} within {WAIT:?}"),
-            }
-        }
-    }
-    unknown
-}
-
-fn assert_counters(member: &Member, acked: &[i64], unknown: usize) {
-    for key in 0..KEYS {
-        let value = counter(member.engine(), key);
-        let floor = acked[key as usize];
-        assert!(
-            value >= floor && value <= floor + unknown as i64,
-            "member {} key {key}: {value}, acknowledged {floor}, unknown {unknown}",
-            member.id
-        );
-    }
 }
 
 #[test]
@@ -90,11 +54,7 @@ fn replicates_survives_leader_loss_and_rebuilds_a_cut_off_follower() {
     assert_identical(&members);
 
     // A follower cut off while the leaders write, snapshot and compact past it.
-    let cut = members
-        .iter()
-        .map(|m| m.id)
-        .find(|&id| (0..SHARDS).all(|s| leader_of(&members, s) != id));
-    let cut = cut.unwrap_or(VOTERS[2]);
+    let cut = follower_of_all(&members);
     let cut_index = members.iter().position(|m| m.id == cut).unwrap();
     let others: Vec<u64> = VOTERS.iter().copied().filter(|&id| id != cut).collect();
     net.isolate(cut, &others);
@@ -309,11 +269,7 @@ fn a_follower_whose_snapshot_install_fails_keeps_its_state_and_retries() {
     let mut acked = vec![0i64; KEYS as usize];
     let mut unknown = write(&members, 2, &mut acked);
     converge(&members, WAIT);
-    let cut = members
-        .iter()
-        .map(|m| m.id)
-        .find(|&id| (0..SHARDS).all(|s| leader_of(&members, s) != id))
-        .unwrap_or(VOTERS[2]);
+    let cut = follower_of_all(&members);
     let cut_index = members.iter().position(|m| m.id == cut).unwrap();
     let others: Vec<u64> = VOTERS.iter().copied().filter(|&id| id != cut).collect();
     net.isolate(cut, &others);

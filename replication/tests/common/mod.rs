@@ -1,5 +1,5 @@
 //! A member of an in-process cluster: its own WAL, engine and directories,
-//! connected to the others through a `LocalNetwork`.
+//! connected to the others through a `LocalNetwork` (or any `Transport`).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use aerie_engine::{
     Write, partition_of,
 };
 use aerie_replication::shards::{ShardMap, log_id};
-use aerie_replication::transport::LocalNetwork;
+use aerie_replication::transport::{Deliver, LocalNetwork, Transport};
 use aerie_replication::{Node, NodeConfig, NodeParts, SnapshotPolicy};
 use aerie_wal::{Wal, WalConfig};
 
@@ -55,19 +55,31 @@ pub struct Member {
 
 impl Member {
     pub fn start(id: u64, voters: &[u64], dir: &Path, net: &Arc<LocalNetwork>) -> Member {
-        let mut member = Member {
+        let mut member = Member::new(id, voters, dir);
+        member.restart(net);
+        member
+    }
+
+    /// A member not started yet.
+    pub fn new(id: u64, voters: &[u64], dir: &Path) -> Member {
+        Member {
             id,
             dir: dir.to_path_buf(),
             voters: voters.to_vec(),
             node: None,
             engine: None,
             wal: None,
-        };
-        member.restart(net);
-        member
+        }
     }
 
     pub fn restart(&mut self, net: &Arc<LocalNetwork>) {
+        let deliver = self.open(net.clone());
+        net.register(self.id, deliver);
+    }
+
+    /// Opens the node sending through `transport`; returns what the
+    /// transport delivers this node's envelopes with.
+    pub fn open(&mut self, transport: Arc<dyn Transport>) -> Deliver {
         let mut wal_config = WalConfig::new(self.dir.join("wal"));
         wal_config.segment_size_bytes = 256 << 10;
         wal_config.max_entry_bytes = 64 << 10;
@@ -76,20 +88,25 @@ impl Member {
         let parts = NodeParts {
             wal: wal.clone(),
             engine: engine.clone(),
-            transport: net.clone(),
+            transport,
         };
         let (node, deliver) =
             Node::open(node_config(self.id, &self.voters, &self.dir), parts).unwrap();
-        net.register(self.id, deliver);
         self.node = Some(node);
         self.engine = Some(engine);
         self.wal = Some(wal);
+        deliver
     }
 
     /// Stops without a clean shutdown of the engine (as after a crash of
     /// the process: what the WAL and the last checkpoint hold survives).
     pub fn stop(&mut self, net: &Arc<LocalNetwork>) {
         net.unregister(self.id);
+        self.shutdown();
+    }
+
+    /// Stops the node (its transport is the caller's).
+    pub fn shutdown(&mut self) {
         if let Some(node) = self.node.take() {
             node.stop();
         }
@@ -104,6 +121,55 @@ impl Member {
     pub fn engine(&self) -> &Engine {
         self.engine.as_ref().unwrap()
     }
+}
+
+pub const VOTERS: [u64; 3] = [1, 2, 3];
+pub const WAIT: Duration = Duration::from_secs(30);
+pub const KEYS: u32 = 32;
+
+/// Increments every key `rounds` times; returns the acknowledged count per key
+/// and the count of unknown outcomes.
+pub fn write(members: &[Member], rounds: u32, acked: &mut [i64]) -> usize {
+    let mut unknown = 0;
+    for _ in 0..rounds {
+        for key in 0..KEYS {
+            match incr_anywhere(members, key, WAIT) {
+                EventOutcome::Ok(_) => acked[key as usize] += 1,
+                EventOutcome::Unknown => unknown += 1,
+                EventOutcome::Failed => panic!("no leader for key {key} within {WAIT:?}"),
+            }
+        }
+    }
+    unknown
+}
+
+pub fn assert_counters(member: &Member, acked: &[i64], unknown: usize) {
+    for key in 0..KEYS {
+        let value = counter(member.engine(), key);
+        let floor = acked[key as usize];
+        assert!(
+            value >= floor && value <= floor + unknown as i64,
+            "member {} key {key}: {value}, acknowledged {floor}, unknown {unknown}",
+            member.id
+        );
+    }
+}
+
+/// One data directory per voter.
+pub fn dirs() -> Vec<tempfile::TempDir> {
+    VOTERS
+        .iter()
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect()
+}
+
+/// A member that leads no shard (the last one if every member leads one).
+pub fn follower_of_all(members: &[Member]) -> u64 {
+    members
+        .iter()
+        .map(|m| m.id)
+        .find(|&id| (0..SHARDS).all(|s| leader_of(members, s) != id))
+        .unwrap_or(VOTERS[2])
 }
 
 /// A digest for key `i`, spread over partitions.

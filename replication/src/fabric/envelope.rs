@@ -1,0 +1,326 @@
+//! Envelopes as data frames. The only place the fabric hands peer bytes to
+//! protobuf (raft-rs 0.7's codec, protobuf 2.28: RUSTSEC-2024-0437 for
+//! untrusted input), and decoding needs an [`Authenticated`] connection,
+//! which only a finished handshake makes. A message naming another sender
+//! than the connection's peer is refused, so a peer can only speak for
+//! itself.
+
+use protobuf::Message as _;
+use raft::prelude::Message;
+
+use crate::error::WireError;
+use crate::fabric::format::{
+    CHUNK_ERROR, CHUNK_HEADER_BYTES, CHUNK_OK, CHUNK_REQUEST_HEADER_BYTES, MAX_FILE_NAME_BYTES,
+    RAFT_HEADER_BYTES, kind, lane,
+};
+use crate::fabric::frame::{FrameBuilder, FrameRef};
+use crate::fabric::handshake::Authenticated;
+use crate::transport::Envelope;
+
+/// The lane an envelope travels on.
+pub(crate) fn lane_of(envelope: &Envelope) -> u8 {
+    match envelope {
+        Envelope::Raft { .. } => lane::RAFT,
+        Envelope::ChunkRequest { .. } | Envelope::Chunk { .. } => lane::BULK,
+    }
+}
+
+fn name_bytes(file_name: &str) -> Result<u16, WireError> {
+    match u16::try_from(file_name.len()) {
+        Ok(len) if file_name.len() <= MAX_FILE_NAME_BYTES => Ok(len),
+        _ => Err(malformed("file name", format!("{} bytes", file_name.len()))),
+    }
+}
+
+/// The frame carrying `envelope`.
+pub(crate) fn encode(envelope: &Envelope) -> Result<Vec<u8>, WireError> {
+    match envelope {
+        Envelope::Raft { shard, message } => {
+            let mut frame = FrameBuilder::new(
+                kind::RAFT,
+                RAFT_HEADER_BYTES + message.compute_size() as usize,
+            );
+            frame.payload().extend_from_slice(&shard.to_le_bytes());
+            message
+                .write_to_vec(frame.payload())
+                .map_err(|e| malformed("raft message", e.to_string()))?;
+            frame.finish()
+        }
+        Envelope::ChunkRequest {
+            shard,
+            file_name,
+            offset,
+            ..
+        } => {
+            let mut frame = FrameBuilder::new(
+                kind::CHUNK_REQUEST,
+                CHUNK_REQUEST_HEADER_BYTES + file_name.len(),
+            );
+            let out = frame.payload();
+            out.extend_from_slice(&shard.to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+            out.extend_from_slice(&name_bytes(file_name)?.to_le_bytes());
+            out.extend_from_slice(file_name.as_bytes());
+            frame.finish()
+        }
+        Envelope::Chunk {
+            shard,
+            file_name,
+            offset,
+            bytes,
+        } => {
+            let (status, body) = match bytes {
+                Ok(bytes) => (CHUNK_OK, bytes.as_slice()),
+                Err(reason) => (CHUNK_ERROR, reason.as_bytes()),
+            };
+            let mut frame = FrameBuilder::new(
+                kind::CHUNK,
+                CHUNK_HEADER_BYTES + file_name.len() + body.len(),
+            );
+            let out = frame.payload();
+            out.extend_from_slice(&shard.to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+            out.extend_from_slice(&name_bytes(file_name)?.to_le_bytes());
+            out.push(status);
+            out.extend_from_slice(file_name.as_bytes());
+            out.extend_from_slice(body);
+            frame.finish()
+        }
+    }
+}
+
+fn malformed(what: &'static str, reason: String) -> WireError {
+    WireError::Malformed { what, reason }
+}
+
+/// Reads little-endian fields off the front of a payload.
+struct Fields<'a> {
+    what: &'static str,
+    rest: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        if self.rest.len() < n {
+            return Err(malformed(
+                self.what,
+                format!("{} bytes left, {n} needed", self.rest.len()),
+            ));
+        }
+        let (head, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn u32(&mut self) -> Result<u32, WireError> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, WireError> {
+        self.array().map(u64::from_le_bytes)
+    }
+
+    fn name(&mut self, len: u16) -> Result<String, WireError> {
+        let bytes = self.take(len as usize)?;
+        if bytes.len() > MAX_FILE_NAME_BYTES {
+            return Err(malformed(self.what, format!("a {len}-byte file name")));
+        }
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| malformed(self.what, "a file name that is not UTF-8".into()))
+    }
+}
+
+/// The envelope in a data frame from `peer`; `None` for a keepalive.
+pub(crate) fn decode(
+    peer: &Authenticated,
+    frame: FrameRef<'_>,
+) -> Result<Option<Envelope>, WireError> {
+    let expected_lane = match frame.kind {
+        kind::KEEPALIVE => return Ok(None),
+        kind::RAFT => lane::RAFT,
+        kind::CHUNK_REQUEST | kind::CHUNK => lane::BULK,
+        other => {
+            return Err(WireError::Unexpected {
+                got: kind::name(other),
+                expected: "a data frame",
+            });
+        }
+    };
+    if expected_lane != peer.lane() {
+        return Err(WireError::Unexpected {
+            got: kind::name(frame.kind),
+            expected: "a frame of the connection's lane",
+        });
+    }
+    let mut fields = Fields {
+        what: kind::name(frame.kind),
+        rest: frame.payload,
+    };
+    let envelope = match frame.kind {
+        kind::RAFT => decode_raft(peer, &mut fields)?,
+        kind::CHUNK_REQUEST => decode_chunk_request(peer, &mut fields)?,
+        _ => decode_chunk(&mut fields)?,
+    };
+    Ok(Some(envelope))
+}
+
+fn decode_raft(peer: &Authenticated, fields: &mut Fields<'_>) -> Result<Envelope, WireError> {
+    let shard = fields.u32()?;
+    let message = Message::parse_from_bytes(fields.rest)
+        .map_err(|e| malformed("raft message", e.to_string()))?;
+    if message.from != peer.node_id() {
+        return Err(WireError::Impersonation {
+            what: "raft message",
+            claimed: message.from,
+            peer: peer.node_id(),
+        });
+    }
+    Ok(Envelope::Raft { shard, message })
+}
+
+fn decode_chunk_request(
+    peer: &Authenticated,
+    fields: &mut Fields<'_>,
+) -> Result<Envelope, WireError> {
+    let shard = fields.u32()?;
+    let offset = fields.u64()?;
+    let len = u16::from_le_bytes(fields.array()?);
+    let file_name = fields.name(len)?;
+    if !fields.rest.is_empty() {
+        return Err(malformed(
+            "CHUNK_REQUEST",
+            format!("{} trailing bytes", fields.rest.len()),
+        ));
+    }
+    // The sender is the authenticated peer: the frame does not carry it.
+    Ok(Envelope::ChunkRequest {
+        from: peer.node_id(),
+        shard,
+        file_name,
+        offset,
+    })
+}
+
+fn decode_chunk(fields: &mut Fields<'_>) -> Result<Envelope, WireError> {
+    let shard = fields.u32()?;
+    let offset = fields.u64()?;
+    let len = u16::from_le_bytes(fields.array()?);
+    let [status] = fields.array()?;
+    let file_name = fields.name(len)?;
+    let body = fields.rest;
+    let bytes = match status {
+        CHUNK_OK => Ok(body.to_vec()),
+        CHUNK_ERROR => Err(String::from_utf8_lossy(body).into_owned()),
+        other => return Err(malformed("CHUNK", format!("status {other}"))),
+    };
+    Ok(Envelope::Chunk {
+        shard,
+        file_name,
+        offset,
+        bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fabric::frame;
+    use proptest::prelude::*;
+    use raft::prelude::{Entry, MessageType};
+
+    fn from(node: u64, lane: u8) -> Authenticated {
+        Authenticated::for_tests(node, lane)
+    }
+
+    fn round_trip(peer: &Authenticated, envelope: &Envelope) -> Envelope {
+        let bytes = encode(envelope).unwrap();
+        let (frame, used) = frame::decode(&bytes, 1 << 20).unwrap().unwrap();
+        assert_eq!(used, bytes.len());
+        decode(peer, frame).unwrap().unwrap()
+    }
+
+    #[test]
+    fn envelopes_round_trip_and_peers_speak_only_for_themselves() {
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgAppend);
+        message.from = 2;
+        message.to = 1;
+        message.entries = vec![Entry {
+            data: vec![7; 100].into(),
+            ..Entry::default()
+        }]
+        .into();
+        let raft = Envelope::Raft {
+            shard: 3,
+            message: message.clone(),
+        };
+        match round_trip(&from(2, lane::RAFT), &raft) {
+            Envelope::Raft {
+                shard: 3,
+                message: got,
+            } => assert_eq!(got, message),
+            other => panic!("{other:?}"),
+        }
+        let bytes = encode(&raft).unwrap();
+        let (frame, _) = frame::decode(&bytes, 1 << 20).unwrap().unwrap();
+        assert!(matches!(
+            decode(&from(5, lane::RAFT), frame),
+            Err(WireError::Impersonation {
+                claimed: 2,
+                peer: 5,
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode(&from(2, lane::BULK), frame),
+            Err(WireError::Unexpected { .. })
+        ));
+
+        let request = Envelope::ChunkRequest {
+            from: 99,
+            shard: 1,
+            file_name: "shard-1.snap".into(),
+            offset: 42,
+        };
+        match round_trip(&from(2, lane::BULK), &request) {
+            Envelope::ChunkRequest {
+                from: 2,
+                shard: 1,
+                file_name,
+                offset: 42,
+            } => assert_eq!(file_name, "shard-1.snap"),
+            other => panic!("{other:?}"),
+        }
+        for bytes in [Ok(vec![1, 2, 3]), Err("gone".to_string())] {
+            let chunk = Envelope::Chunk {
+                shard: 1,
+                file_name: "f".into(),
+                offset: 9,
+                bytes: bytes.clone(),
+            };
+            match round_trip(&from(2, lane::BULK), &chunk) {
+                Envelope::Chunk {
+                    shard: 1,
+                    offset: 9,
+                    bytes: got,
+                    ..
+                } => assert_eq!(got, bytes),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn data_payloads_of_any_bytes_decode_without_panicking(kind in prop::sample::select(vec![kind::RAFT, kind::CHUNK_REQUEST, kind::CHUNK, kind::KEEPALIVE, kind::HELLO]), payload in prop::collection::vec(any::<u8>(), 0..300)) {
+            let lane = if kind == kind::RAFT { lane::RAFT } else { lane::BULK };
+            let _ = decode(&from(2, lane), FrameRef { kind, payload: &payload });
+        }
+    }
+}
