@@ -231,6 +231,9 @@ pub enum HandshakeRefusal {
     /// Too many handshakes in progress on this node.
     #[error("too many connections in handshake")]
     Busy,
+    /// A join this node has no handler for, or whose handler said no.
+    #[error("join refused")]
+    JoinRefused,
     /// The other side refused us, with this reason code.
     #[error("the peer refused us: {0}")]
     ByPeer(&'static str),

@@ -46,6 +46,9 @@
 //!   challenge over the cluster secret, cluster id and node ids) before any
 //!   of their bytes reach the raft (protobuf) decoder. The bytes are in
 //!   `replication/FABRIC.md`, the constants in [`fabric::format`].
+//! * [`cluster`]: the member list nodes exchange to form a cluster from
+//!   seeds (`TcpTransport::join`, `Envelope::Members`) and how two lists
+//!   merge; the node layer owns it and decides who may join.
 //! * [`codec`]: the bytes of a log entry — the only module naming `bincode`.
 //! * [`shards`]: partitions to shards; shard `s` uses WAL stream and engine
 //!   log `s + 1`.
@@ -72,6 +75,7 @@
 //!   raft holds that ready open until the engine has the snapshot.
 
 mod apply;
+pub mod cluster;
 pub mod codec;
 mod error;
 pub mod fabric;

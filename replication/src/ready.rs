@@ -254,6 +254,9 @@ impl ReadyLoop {
                     let _ = installing.chunks.try_send(chunk);
                 }
             }
+            // The node layer's: it intercepts member lists before they are
+            // delivered here, so one that arrives anyway has no reader.
+            Envelope::Members(_) => {}
         }
     }
 

@@ -3,6 +3,7 @@
 //! read frame by frame (idle deadline, keepalives expected), each data frame
 //! decoded and handed to the node. A newer connection of the same peer and
 //! lane replaces the older one, so a peer holds two connections here at most.
+//! A join connection is answered and closed (`join.rs`), never registered.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use crate::fabric::Shared;
 use crate::fabric::conn::Conn;
 use crate::fabric::dial::ms;
 use crate::fabric::envelope;
+use crate::fabric::format::lane;
+use crate::fabric::join;
 use crate::fabric::handshake::{self, Authenticated};
 use crate::fabric::stats::bump;
 
@@ -50,7 +53,10 @@ async fn serve(
 ) {
     let mut conn = Conn::new(stream, addr.to_string());
     let deadline = ms(shared.config.handshake_timeout_ms);
-    let known = |id| shared.is_peer(id);
+    // The peer book is whom we dial; with `accept_unknown_peers` anyone who
+    // proves the secret (or, without one, reaches our loopback listener) may
+    // dial us.
+    let known = |id| shared.config.accept_unknown_peers || shared.is_peer(id);
     let result = match tokio::time::timeout(
         deadline,
         handshake::accept(&mut conn, &shared.identity, known, deadline),
@@ -64,13 +70,20 @@ async fn serve(
             timeout_ms: shared.config.handshake_timeout_ms,
         }),
     };
-    drop(permit);
     let peer = match result {
         Ok(peer) => peer,
         Err(error) => return shared.note_failure(&error, false),
     };
     bump(&shared.counters.accepted);
     tracing::debug!(node = shared.identity.node_id, peer = %conn.peer, lane = peer.lane(), "fabric peer accepted");
+    if peer.lane() == lane::JOIN {
+        // A join keeps its handshake permit to its end (it is short and
+        // bounded): that bounds the joins in progress at once too.
+        join::answer(shared, conn, peer).await;
+        drop(permit);
+        return;
+    }
+    drop(permit);
     let reader = tokio::spawn(read_loop(shared.clone(), conn, peer));
     shared.replace_inbound(peer, reader.abort_handle());
 }

@@ -62,6 +62,11 @@ pub struct FabricConfig {
     pub max_handshakes: usize,
     /// Threads of the fabric's own tokio runtime. Default 2.
     pub runtime_threads: usize,
+    /// Whether a dialer not in the peer book is accepted once it proves the
+    /// cluster secret (without a secret: reaches the loopback listener).
+    /// The peer book is then only whom this node dials; nodes joining from
+    /// seeds need it. `false` refuses them ("unknown peer"). Default true.
+    pub accept_unknown_peers: bool,
 }
 
 impl std::fmt::Debug for FabricConfig {
@@ -73,6 +78,7 @@ impl std::fmt::Debug for FabricConfig {
             .field("secret", &self.secret.as_ref().map(|_| "<set>"))
             .field("listen_addr", &self.listen_addr)
             .field("peers", &self.peers)
+            .field("accept_unknown_peers", &self.accept_unknown_peers)
             .finish_non_exhaustive()
     }
 }
@@ -104,6 +110,7 @@ impl FabricConfig {
             backoff_max_ms: 2_000,
             max_handshakes: 64,
             runtime_threads: 2,
+            accept_unknown_peers: true,
         }
     }
 

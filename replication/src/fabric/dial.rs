@@ -88,6 +88,21 @@ pub(crate) async fn run_lane(
 
 async fn connect(shared: &Shared, peer: u64, addr: SocketAddr, lane: u8) -> Result<Conn> {
     let label = format!("node {peer} ({addr})");
+    open(shared, label, addr, Some(peer), lane)
+        .await
+        .map(|(conn, _)| conn)
+}
+
+/// Connects to `addr` and authenticates on `lane` to node `expected` (any
+/// node if `None`), each step under its deadline; returns the connection and
+/// the acceptor's proven node id. `label` names the peer in errors.
+pub(crate) async fn open(
+    shared: &Shared,
+    label: String,
+    addr: SocketAddr,
+    expected: Option<u64>,
+    lane: u8,
+) -> Result<(Conn, u64)> {
     let connect_timeout = ms(shared.config.connect_timeout_ms);
     let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
         Err(_) => {
@@ -108,14 +123,14 @@ async fn connect(shared: &Shared, peer: u64, addr: SocketAddr, lane: u8) -> Resu
     };
     let mut conn = Conn::new(stream, label);
     let deadline = ms(shared.config.handshake_timeout_ms);
-    let handshake = handshake::dial(&mut conn, &shared.identity, peer, lane, deadline);
+    let handshake = handshake::dial(&mut conn, &shared.identity, expected, lane, deadline);
     match tokio::time::timeout(deadline, handshake).await {
         Err(_) => Err(Error::NetTimeout {
             peer: conn.peer.clone(),
             what: "handshake",
             timeout_ms: shared.config.handshake_timeout_ms,
         }),
-        Ok(result) => result.map(|()| conn),
+        Ok(result) => result.map(|acceptor| (conn, acceptor)),
     }
 }
 

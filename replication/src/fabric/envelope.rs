@@ -5,13 +5,17 @@
 //! than the connection's peer is refused, so a peer can only speak for
 //! itself.
 
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
 use protobuf::Message as _;
 use raft::prelude::Message;
 
+use crate::cluster::{MAX_MEMBERS, MAX_NAME_BYTES, MemberInfo, MemberList};
 use crate::error::WireError;
 use crate::fabric::format::{
-    CHUNK_ERROR, CHUNK_HEADER_BYTES, CHUNK_OK, CHUNK_REQUEST_HEADER_BYTES, MAX_FILE_NAME_BYTES,
-    RAFT_HEADER_BYTES, kind, lane,
+    CHUNK_ERROR, CHUNK_HEADER_BYTES, CHUNK_OK, CHUNK_REQUEST_HEADER_BYTES, FAMILY_V4, FAMILY_V6,
+    MAX_FILE_NAME_BYTES, MAX_MEMBER_BYTES, MEMBERS_HEADER_BYTES, RAFT_HEADER_BYTES, kind, lane,
 };
 use crate::fabric::frame::{FrameBuilder, FrameRef};
 use crate::fabric::handshake::Authenticated;
@@ -20,7 +24,7 @@ use crate::transport::Envelope;
 /// The lane an envelope travels on.
 pub(crate) fn lane_of(envelope: &Envelope) -> u8 {
     match envelope {
-        Envelope::Raft { .. } => lane::RAFT,
+        Envelope::Raft { .. } | Envelope::Members(_) => lane::RAFT,
         Envelope::ChunkRequest { .. } | Envelope::Chunk { .. } => lane::BULK,
     }
 }
@@ -86,7 +90,68 @@ pub(crate) fn encode(envelope: &Envelope) -> Result<Vec<u8>, WireError> {
             out.extend_from_slice(body);
             frame.finish()
         }
+        Envelope::Members(list) => encode_members(list),
     }
+}
+
+/// The `MEMBERS` frame carrying `list`; more than [`MAX_MEMBERS`] members
+/// or a name longer than [`MAX_NAME_BYTES`] is refused, as the decoder would.
+pub(crate) fn encode_members(list: &MemberList) -> Result<Vec<u8>, WireError> {
+    let count = match u16::try_from(list.members.len()) {
+        Ok(count) if list.members.len() <= MAX_MEMBERS => count,
+        _ => return Err(malformed("MEMBERS", format!("{} members", list.members.len()))),
+    };
+    let mut frame = FrameBuilder::new(
+        kind::MEMBERS,
+        MEMBERS_HEADER_BYTES + list.cluster_name.len() + 2 + list.members.len() * MAX_MEMBER_BYTES,
+    );
+    let out = frame.payload();
+    out.extend_from_slice(&list.cluster_id.to_le_bytes());
+    out.extend_from_slice(&list.shards.to_le_bytes());
+    out.extend_from_slice(&list.version.to_le_bytes());
+    put_text(out, "cluster name", &list.cluster_name)?;
+    out.extend_from_slice(&count.to_le_bytes());
+    for member in &list.members {
+        put_member(out, member)?;
+    }
+    frame.finish()
+}
+
+/// The `JOIN` frame: the joiner's own entry.
+pub(crate) fn encode_join(me: &MemberInfo) -> Result<Vec<u8>, WireError> {
+    let mut frame = FrameBuilder::new(kind::JOIN, MAX_MEMBER_BYTES);
+    put_member(frame.payload(), me)?;
+    frame.finish()
+}
+
+fn put_text(out: &mut Vec<u8>, what: &'static str, text: &str) -> Result<(), WireError> {
+    match u8::try_from(text.len()) {
+        Ok(len) if text.len() <= MAX_NAME_BYTES => {
+            out.push(len);
+            out.extend_from_slice(text.as_bytes());
+            Ok(())
+        }
+        _ => Err(malformed(what, format!("{} bytes", text.len()))),
+    }
+}
+
+fn put_member(out: &mut Vec<u8>, member: &MemberInfo) -> Result<(), WireError> {
+    out.extend_from_slice(&member.node_id.to_le_bytes());
+    match member.fabric_addr {
+        SocketAddr::V4(addr) => {
+            out.push(FAMILY_V4);
+            out.extend_from_slice(&addr.ip().octets());
+            out.extend_from_slice(&addr.port().to_le_bytes());
+        }
+        SocketAddr::V6(addr) => {
+            out.push(FAMILY_V6);
+            out.extend_from_slice(&addr.ip().octets());
+            out.extend_from_slice(&addr.port().to_le_bytes());
+            out.extend_from_slice(&addr.flowinfo().to_le_bytes());
+            out.extend_from_slice(&addr.scope_id().to_le_bytes());
+        }
+    }
+    put_text(out, "service address", &member.service_addr)
 }
 
 fn malformed(what: &'static str, reason: String) -> WireError {
@@ -126,6 +191,51 @@ impl<'a> Fields<'a> {
         self.array().map(u64::from_le_bytes)
     }
 
+    fn u16(&mut self) -> Result<u16, WireError> {
+        self.array().map(u16::from_le_bytes)
+    }
+
+    /// A u8 length, then that many bytes of UTF-8: at most 255 by its type.
+    fn text(&mut self, what: &'static str) -> Result<String, WireError> {
+        let [len] = self.array()?;
+        String::from_utf8(self.take(len as usize)?.to_vec())
+            .map_err(|_| malformed(self.what, format!("a {what} that is not UTF-8")))
+    }
+
+    fn addr(&mut self) -> Result<SocketAddr, WireError> {
+        match self.array()? {
+            [FAMILY_V4] => {
+                let ip = Ipv4Addr::from(self.array::<4>()?);
+                Ok(SocketAddrV4::new(ip, self.u16()?).into())
+            }
+            [FAMILY_V6] => {
+                let ip = Ipv6Addr::from(self.array::<16>()?);
+                let port = self.u16()?;
+                Ok(SocketAddrV6::new(ip, port, self.u32()?, self.u32()?).into())
+            }
+            [other] => Err(malformed(self.what, format!("address family {other}"))),
+        }
+    }
+
+    fn member(&mut self) -> Result<MemberInfo, WireError> {
+        let node_id = self.u64()?;
+        if node_id == 0 {
+            return Err(malformed(self.what, "a member with node id 0".into()));
+        }
+        Ok(MemberInfo {
+            node_id,
+            fabric_addr: self.addr()?,
+            service_addr: self.text("service address")?,
+        })
+    }
+
+    fn end(&self) -> Result<(), WireError> {
+        match self.rest.len() {
+            0 => Ok(()),
+            n => Err(malformed(self.what, format!("{n} trailing bytes"))),
+        }
+    }
+
     fn name(&mut self, len: u16) -> Result<String, WireError> {
         let bytes = self.take(len as usize)?;
         if bytes.len() > MAX_FILE_NAME_BYTES {
@@ -143,7 +253,7 @@ pub(crate) fn decode(
 ) -> Result<Option<Envelope>, WireError> {
     let expected_lane = match frame.kind {
         kind::KEEPALIVE => return Ok(None),
-        kind::RAFT => lane::RAFT,
+        kind::RAFT | kind::MEMBERS => lane::RAFT,
         kind::CHUNK_REQUEST | kind::CHUNK => lane::BULK,
         other => {
             return Err(WireError::Unexpected {
@@ -165,6 +275,7 @@ pub(crate) fn decode(
     let envelope = match frame.kind {
         kind::RAFT => decode_raft(peer, &mut fields)?,
         kind::CHUNK_REQUEST => decode_chunk_request(peer, &mut fields)?,
+        kind::MEMBERS => Envelope::Members(decode_members(frame.payload)?),
         _ => decode_chunk(&mut fields)?,
     };
     Ok(Some(envelope))
@@ -205,6 +316,55 @@ fn decode_chunk_request(
         file_name,
         offset,
     })
+}
+
+/// A `MEMBERS` payload: at most [`MAX_MEMBERS`] members (the count is
+/// checked before any member is read), distinct non-zero node ids, names of
+/// at most 255 bytes by their u8 lengths, nothing after the last member.
+pub(crate) fn decode_members(payload: &[u8]) -> Result<MemberList, WireError> {
+    let mut fields = Fields {
+        what: "MEMBERS",
+        rest: payload,
+    };
+    let cluster_id = fields.u64()?;
+    let shards = fields.u32()?;
+    let version = fields.u64()?;
+    let cluster_name = fields.text("cluster name")?;
+    let count = fields.u16()? as usize;
+    if count > MAX_MEMBERS {
+        return Err(malformed("MEMBERS", format!("{count} members")));
+    }
+    let mut members = Vec::with_capacity(count);
+    let mut ids = BTreeSet::new();
+    for _ in 0..count {
+        let member = fields.member()?;
+        if !ids.insert(member.node_id) {
+            return Err(malformed(
+                "MEMBERS",
+                format!("node {} listed twice", member.node_id),
+            ));
+        }
+        members.push(member);
+    }
+    fields.end()?;
+    Ok(MemberList {
+        cluster_id,
+        cluster_name,
+        shards,
+        version,
+        members,
+    })
+}
+
+/// A `JOIN` payload: exactly one member.
+pub(crate) fn decode_join(payload: &[u8]) -> Result<MemberInfo, WireError> {
+    let mut fields = Fields {
+        what: "JOIN",
+        rest: payload,
+    };
+    let member = fields.member()?;
+    fields.end()?;
+    Ok(member)
 }
 
 fn decode_chunk(fields: &mut Fields<'_>) -> Result<Envelope, WireError> {

@@ -45,6 +45,10 @@ pub mod kind {
     pub const CHUNK: u8 = 0x12;
     /// Nothing: keeps an idle connection from being closed by the acceptor.
     pub const KEEPALIVE: u8 = 0x13;
+    /// The cluster's member list: on the raft lane, or the answer to `JOIN`.
+    pub const MEMBERS: u8 = 0x14;
+    /// A node asks a seed to join, on a join connection: who it is.
+    pub const JOIN: u8 = 0x15;
 
     /// A name for logs and errors.
     pub fn name(kind: u8) -> &'static str {
@@ -58,6 +62,8 @@ pub mod kind {
             CHUNK_REQUEST => "CHUNK_REQUEST",
             CHUNK => "CHUNK",
             KEEPALIVE => "KEEPALIVE",
+            MEMBERS => "MEMBERS",
+            JOIN => "JOIN",
             _ => "unknown",
         }
     }
@@ -97,7 +103,14 @@ pub mod lane {
     pub const RAFT: u8 = 0;
     /// Snapshot chunk requests and chunks.
     pub const BULK: u8 = 1;
+    /// A one-shot join exchange (`JOIN`, then `MEMBERS` or `REFUSED`): never
+    /// registered as a peer's lane, so it cannot replace its raft or bulk one.
+    pub const JOIN: u8 = 2;
 }
+
+/// The acceptor id a join dialer puts in its `HELLO`: it does not know the
+/// seed's id yet and learns it from the `CHALLENGE`. Refused on other lanes.
+pub const ANY_NODE: u64 = 0;
 
 /// `REFUSED` reason codes.
 pub mod refused {
@@ -117,6 +130,8 @@ pub mod refused {
     pub const LANE: u8 = 7;
     /// Too many handshakes in progress.
     pub const BUSY: u8 = 8;
+    /// The seed has no join handler, or its handler refused the joiner.
+    pub const JOIN_REFUSED: u8 = 9;
 
     /// A name for logs; unknown codes are reported as such.
     pub fn name(code: u8) -> &'static str {
@@ -129,6 +144,7 @@ pub mod refused {
             BAD_MAC => "wrong cluster secret",
             LANE => "unknown lane",
             BUSY => "busy",
+            JOIN_REFUSED => "join refused",
             _ => "unknown reason",
         }
     }
@@ -148,3 +164,26 @@ pub const CHUNK_OK: u8 = 0;
 pub const CHUNK_ERROR: u8 = 1;
 /// Longest snapshot file name carried.
 pub const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// `MEMBERS`: cluster id u64, shards u32, version u64, name length u8, then
+/// the name, then the member count u16, then the members.
+pub const MEMBERS_HEADER_BYTES: usize = 8 + 4 + 8 + 1;
+/// A member (in `MEMBERS` and as the whole `JOIN` payload): node id u64,
+/// address family u8 (4 or 6), the address, service address length u8, then
+/// the service address.
+/// An IPv4 address: 4 bytes of IP, port u16.
+pub const IPV4_ADDR_BYTES: usize = 4 + 2;
+/// An IPv6 address: 16 bytes of IP, port u16, flow info u32, scope id u32.
+pub const IPV6_ADDR_BYTES: usize = 16 + 2 + 4 + 4;
+/// Address family byte of an IPv4 address.
+pub const FAMILY_V4: u8 = 4;
+/// Address family byte of an IPv6 address.
+pub const FAMILY_V6: u8 = 6;
+/// The largest member: IPv6, a service address of the longest name.
+pub const MAX_MEMBER_BYTES: usize =
+    8 + 1 + IPV6_ADDR_BYTES + 1 + crate::cluster::MAX_NAME_BYTES;
+/// The largest `MEMBERS` payload; a join reply is read with this limit.
+pub const MAX_MEMBERS_BYTES: usize = MEMBERS_HEADER_BYTES
+    + crate::cluster::MAX_NAME_BYTES
+    + 2
+    + crate::cluster::MAX_MEMBERS * MAX_MEMBER_BYTES;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::error::{Error, HandshakeRefusal, Result, WireError};
 use crate::fabric::config::hex;
 use crate::fabric::conn::Conn;
-use crate::fabric::format::{MAX_HANDSHAKE_PAYLOAD_BYTES, kind};
+use crate::fabric::format::{ANY_NODE, MAX_HANDSHAKE_PAYLOAD_BYTES, kind, lane};
 use crate::fabric::hello::{
     self, Challenge, ClusterId, Hello, Nonce, Role, Transcript, decode_refused, decode_response,
 };
@@ -91,21 +91,22 @@ async fn expect(conn: &mut Conn, expected: u8, timeout: Duration) -> Result<Vec<
     Ok(frame.payload().to_vec())
 }
 
-/// The dialer's side: proves `me` to node `expected` on `lane`, and checks
-/// that `expected` is who answers. `timeout` bounds each step; the caller
-/// bounds the whole.
+/// The dialer's side: proves `me` on `lane` to node `expected`, or to
+/// whichever node answers when `None` (a join: the acceptor's id is then
+/// learned from its proof), and returns the acceptor's proven id. `timeout`
+/// bounds each step; the caller bounds the whole.
 pub(crate) async fn dial(
     conn: &mut Conn,
     me: &Identity,
-    expected: u64,
+    expected: Option<u64>,
     lane: u8,
     timeout: Duration,
-) -> Result<()> {
+) -> Result<u64> {
     let hello = Hello {
         lane,
         cluster_id: me.cluster_id,
         dialer: me.node_id,
-        acceptor: expected,
+        acceptor: expected.unwrap_or(ANY_NODE),
         nonce: nonce(),
     };
     conn.write_frame(kind::HELLO, &hello.encode(), timeout)
@@ -115,10 +116,11 @@ pub(crate) async fn dial(
         Ok(challenge) => challenge,
         Err(reason) => return refuse(conn, reason, timeout).await,
     };
-    if challenge.acceptor != expected {
+    let acceptor = challenge.acceptor;
+    if let Some(expected) = expected.filter(|&id| id != acceptor) {
         let reason = HandshakeRefusal::WrongNode {
             expected,
-            found: challenge.acceptor,
+            found: acceptor,
         };
         return refuse(conn, reason, timeout).await;
     }
@@ -126,7 +128,7 @@ pub(crate) async fn dial(
         lane,
         cluster_id: me.cluster_id,
         dialer: me.node_id,
-        acceptor: expected,
+        acceptor,
         dialer_nonce: hello.nonce,
         acceptor_nonce: challenge.nonce,
     };
@@ -143,11 +145,12 @@ pub(crate) async fn dial(
         });
         return refuse(conn, reason, timeout).await;
     }
-    Ok(())
+    Ok(acceptor)
 }
 
-/// The acceptor's side: the dialer must be of our cluster, have dialed us,
-/// be in the peer book (`known`) and prove the secret.
+/// The acceptor's side: the dialer must be of our cluster, have dialed us
+/// (or anyone, on a join connection), be accepted by `known` (the peer book,
+/// or anyone with `accept_unknown_peers`) and prove the secret.
 pub(crate) async fn accept(
     conn: &mut Conn,
     me: &Identity,
@@ -205,7 +208,8 @@ fn hello_refusal(
             theirs: hex(&hello.cluster_id),
         });
     }
-    if hello.acceptor != me.node_id {
+    let joining_anyone = hello.lane == lane::JOIN && hello.acceptor == ANY_NODE;
+    if hello.acceptor != me.node_id && !joining_anyone {
         return Some(HandshakeRefusal::WrongNode {
             expected: hello.acceptor,
             found: me.node_id,

@@ -127,7 +127,7 @@ impl Hello {
         if bytes[7] != 0 {
             return Err(malformed("HELLO", format!("reserved byte {}", bytes[7])));
         }
-        if bytes[6] != lane::RAFT && bytes[6] != lane::BULK {
+        if ![lane::RAFT, lane::BULK, lane::JOIN].contains(&bytes[6]) {
             return Err(HandshakeRefusal::Lane(bytes[6]));
         }
         let mut cluster_id = [0; CLUSTER_ID_BYTES];
@@ -185,6 +185,7 @@ pub fn refusal_code(refusal: &HandshakeRefusal) -> u8 {
         HandshakeRefusal::BadMac => refused::BAD_MAC,
         HandshakeRefusal::Lane(_) => refused::LANE,
         HandshakeRefusal::Busy => refused::BUSY,
+        HandshakeRefusal::JoinRefused => refused::JOIN_REFUSED,
     }
 }
 

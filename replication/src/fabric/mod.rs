@@ -17,6 +17,11 @@
 //!   version) before any of their bytes reach a decoder other than the
 //!   handshake's fixed-size ones: raft messages are parsed (protobuf) only on
 //!   authenticated connections.
+//! * A node that knows only a seed's address joins through it
+//!   ([`TcpTransport::join`]): a one-shot exchange on its own lane, after
+//!   the same handshake, answered by the seed's [`JoinHandler`]. Dialers not
+//!   in the peer book are accepted once authenticated unless
+//!   `accept_unknown_peers` is off.
 //! * It runs on its own small tokio runtime, stopped with [`TcpTransport::stop`]
 //!   or on drop; the rest of the crate stays std-threaded.
 
@@ -29,6 +34,7 @@ pub mod format;
 pub mod frame;
 mod handshake;
 pub mod hello;
+mod join;
 mod queue;
 mod stats;
 
@@ -43,10 +49,12 @@ use tokio::runtime::Runtime;
 use tokio::task::AbortHandle;
 
 pub use config::{FabricConfig, MIN_BULK_QUEUE_BYTES, MIN_SECRET_BYTES};
+pub use join::JoinHandler;
 pub use stats::FabricStats;
 
+use crate::cluster::{MemberInfo, MemberList};
 use crate::error::{Error, HandshakeRefusal, Result};
-use crate::fabric::format::{FRAME_HEADER_BYTES, FRAME_TRAILER_BYTES, lane};
+use crate::fabric::format::{ANY_NODE, FRAME_HEADER_BYTES, FRAME_TRAILER_BYTES, lane};
 use crate::fabric::handshake::{Authenticated, Identity};
 use crate::fabric::queue::{LaneQueue, Push};
 use crate::fabric::stats::{Counters, bump};
@@ -55,6 +63,8 @@ use crate::transport::{Deliver, Envelope, Transport};
 
 /// How long `stop` lets the runtime's tasks wind down.
 const SHUTDOWN_MS: u64 = 1_000;
+/// How much longer than its timeout `join` waits for the runtime's answer.
+const JOIN_SLACK_MS: u64 = 250;
 
 /// One peer's outgoing lanes.
 struct PeerLanes {
@@ -82,6 +92,7 @@ pub(crate) struct Shared {
     /// The reader of each authenticated incoming (peer, lane).
     inbound: Mutex<BTreeMap<(u64, u8), AbortHandle>>,
     deliver: Mutex<Option<Deliver>>,
+    join_handler: Mutex<Option<JoinHandler>>,
     counters: Counters,
 }
 
@@ -193,6 +204,7 @@ impl TcpTransport {
             peers: Mutex::new(BTreeMap::new()),
             inbound: Mutex::new(BTreeMap::new()),
             deliver: Mutex::new(None),
+            join_handler: Mutex::new(None),
             counters: Counters::default(),
         });
         runtime.spawn(accept::listen(shared.clone(), listener));
@@ -215,6 +227,51 @@ impl TcpTransport {
     /// Where received envelopes go: the `Deliver` that `Node::open` returns.
     pub fn set_deliver(&self, deliver: Deliver) {
         *lock(&self.shared.deliver) = Some(deliver);
+    }
+
+    /// How this node answers nodes joining through it as their seed
+    /// ([`TcpTransport::join`]); until it is set joins are refused.
+    pub fn set_join_handler(&self, handler: JoinHandler) {
+        *lock(&self.shared.join_handler) = Some(handler);
+    }
+
+    /// Joins through `seed`, whose node id need not be known: dials it on a
+    /// join connection, authenticates (taking whatever node id the seed
+    /// proves), sends `me` and returns the seed's member list, all within
+    /// `timeout_ms` (and each step within its own deadline). A seed without
+    /// a handler, or whose handler says no, answers
+    /// `Error::Handshake { reason: ByPeer("join refused"), .. }`. Blocks the
+    /// calling thread; `me.node_id` must be this node's.
+    pub fn join(&self, seed: SocketAddr, me: MemberInfo, timeout_ms: u64) -> Result<MemberList> {
+        let config = &self.shared.config;
+        if me.node_id != config.node_id {
+            return Err(Error::Config(format!(
+                "fabric: joining as node {} from the transport of node {}",
+                me.node_id, config.node_id
+            )));
+        }
+        config::check_secret_rule(
+            config.secret.is_some(),
+            config.listen_addr,
+            &BTreeMap::from([(ANY_NODE, seed)]),
+        )?;
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(Error::Stopped);
+        }
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        let shared = self.shared.clone();
+        self.handle.spawn(async move {
+            let timeout = Duration::from_millis(timeout_ms);
+            let asked = tokio::time::timeout(timeout, join::ask(&shared, seed, &me, timeout)).await;
+            let _ = sender.send(asked.unwrap_or_else(|_| Err(join_timeout(seed, timeout_ms))));
+        });
+        // The runtime's timer answers first; this bounds a runtime too busy
+        // to. A stopped runtime drops the task and with it the sender.
+        match receiver.recv_timeout(Duration::from_millis(timeout_ms + JOIN_SLACK_MS)) {
+            Ok(result) => result,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(join_timeout(seed, timeout_ms)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::Stopped),
+        }
     }
 
     /// Replaces the peer book: lanes of removed peers, and of peers whose
@@ -301,6 +358,14 @@ impl TcpTransport {
     fn refuse(&self, counter: &std::sync::atomic::AtomicU64) -> bool {
         bump(counter);
         false
+    }
+}
+
+fn join_timeout(seed: SocketAddr, timeout_ms: u64) -> Error {
+    Error::NetTimeout {
+        peer: format!("seed {seed}"),
+        what: "joining",
+        timeout_ms,
     }
 }
 
