@@ -131,7 +131,10 @@ mod tests {
         let mut a = old.clone();
         assert!(a.merge(&new));
         assert_eq!(a.version, 6, "a union nobody had");
-        assert_eq!(a.members, vec![member(1, 100), member(2, 900), member(3, 300)]);
+        assert_eq!(
+            a.members,
+            vec![member(1, 100), member(2, 900), member(3, 300)]
+        );
         let grown = list(5, vec![member(1, 100), member(2, 900), member(3, 300)]);
         let mut b = old.clone();
         assert!(b.merge(&grown));

@@ -17,8 +17,8 @@ use crate::fabric::conn::Conn;
 use crate::fabric::dial::ms;
 use crate::fabric::envelope;
 use crate::fabric::format::lane;
-use crate::fabric::join;
 use crate::fabric::handshake::{self, Authenticated};
+use crate::fabric::join;
 use crate::fabric::stats::bump;
 
 /// Waits after a failed `accept` (out of descriptors): the error usually

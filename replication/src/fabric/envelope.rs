@@ -99,7 +99,12 @@ pub(crate) fn encode(envelope: &Envelope) -> Result<Vec<u8>, WireError> {
 pub(crate) fn encode_members(list: &MemberList) -> Result<Vec<u8>, WireError> {
     let count = match u16::try_from(list.members.len()) {
         Ok(count) if list.members.len() <= MAX_MEMBERS => count,
-        _ => return Err(malformed("MEMBERS", format!("{} members", list.members.len()))),
+        _ => {
+            return Err(malformed(
+                "MEMBERS",
+                format!("{} members", list.members.len()),
+            ));
+        }
     };
     let mut frame = FrameBuilder::new(
         kind::MEMBERS,
@@ -476,10 +481,90 @@ mod tests {
         }
     }
 
+    fn members() -> MemberList {
+        MemberList {
+            cluster_id: 0xC1,
+            cluster_name: "prod-east".into(),
+            shards: 64,
+            version: 9,
+            members: vec![
+                MemberInfo {
+                    node_id: 3,
+                    fabric_addr: "10.0.0.3:3002".parse().unwrap(),
+                    service_addr: "db3.example:3000".into(),
+                },
+                MemberInfo {
+                    node_id: 1,
+                    fabric_addr: SocketAddrV6::new(Ipv6Addr::LOCALHOST, 3002, 7, 2).into(),
+                    service_addr: "[::1]:3000".into(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn member_lists_and_joins_round_trip_and_their_bounds_hold() {
+        let list = members();
+        match round_trip(&from(2, lane::RAFT), &Envelope::Members(list.clone())) {
+            Envelope::Members(got) => assert_eq!(got, list),
+            other => panic!("{other:?}"),
+        }
+        let join = encode_join(&list.members[1]).unwrap();
+        let (frame, _) = frame::decode(&join, 1 << 20).unwrap().unwrap();
+        assert_eq!(decode_join(frame.payload), Ok(list.members[1].clone()));
+        assert!(
+            decode(&from(1, lane::RAFT), frame).is_err(),
+            "JOIN is not a data frame"
+        );
+
+        let mut long_name = list.clone();
+        long_name.cluster_name = "x".repeat(MAX_NAME_BYTES + 1);
+        assert!(encode_members(&long_name).is_err());
+        let mut crowded = list.clone();
+        crowded.members = vec![list.members[0].clone(); MAX_MEMBERS + 1];
+        assert!(encode_members(&crowded).is_err());
+
+        let encoded = encode_members(&list).unwrap();
+        let (frame, _) = frame::decode(&encoded, 1 << 20).unwrap().unwrap();
+        let payload = frame.payload.to_vec();
+        let count_at = MEMBERS_HEADER_BYTES + list.cluster_name.len();
+        let mut too_many = payload.clone();
+        too_many[count_at..count_at + 2].copy_from_slice(&(MAX_MEMBERS as u16 + 1).to_le_bytes());
+        assert!(decode_members(&too_many).is_err());
+        let mut twice = list.clone();
+        twice.members[1].node_id = 3;
+        let twice = encode_members(&twice).unwrap();
+        let (frame, _) = frame::decode(&twice, 1 << 20).unwrap().unwrap();
+        assert!(
+            decode_members(frame.payload).is_err(),
+            "a node listed twice"
+        );
+        let mut trailing = payload.clone();
+        trailing.push(0);
+        assert!(decode_members(&trailing).is_err());
+        assert!(decode_members(&payload[..payload.len() - 1]).is_err());
+    }
+
     proptest! {
         #[test]
-        fn data_payloads_of_any_bytes_decode_without_panicking(kind in prop::sample::select(vec![kind::RAFT, kind::CHUNK_REQUEST, kind::CHUNK, kind::KEEPALIVE, kind::HELLO]), payload in prop::collection::vec(any::<u8>(), 0..300)) {
-            let lane = if kind == kind::RAFT { lane::RAFT } else { lane::BULK };
+        fn member_and_join_payloads_of_any_bytes_decode_without_panicking(payload in prop::collection::vec(any::<u8>(), 0..600)) {
+            let _ = decode_members(&payload);
+            let _ = decode_join(&payload);
+        }
+
+        #[test]
+        fn damaged_member_lists_decode_without_panicking(flip in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<prop::sample::Index>()) {
+            let encoded = encode_members(&members()).unwrap();
+            let (frame, _) = frame::decode(&encoded, 1 << 20).unwrap().unwrap();
+            let mut payload = frame.payload.to_vec();
+            let at = flip.index(payload.len());
+            payload[at] = byte;
+            let _ = decode_members(&payload[..cut.index(payload.len() + 1)]);
+        }
+
+        #[test]
+        fn data_payloads_of_any_bytes_decode_without_panicking(kind in prop::sample::select(vec![kind::RAFT, kind::CHUNK_REQUEST, kind::CHUNK, kind::KEEPALIVE, kind::HELLO, kind::MEMBERS, kind::JOIN]), payload in prop::collection::vec(any::<u8>(), 0..300)) {
+            let lane = if kind == kind::RAFT || kind == kind::MEMBERS { lane::RAFT } else { lane::BULK };
             let _ = decode(&from(2, lane), FrameRef { kind, payload: &payload });
         }
     }

@@ -180,8 +180,7 @@ pub const FAMILY_V4: u8 = 4;
 /// Address family byte of an IPv6 address.
 pub const FAMILY_V6: u8 = 6;
 /// The largest member: IPv6, a service address of the longest name.
-pub const MAX_MEMBER_BYTES: usize =
-    8 + 1 + IPV6_ADDR_BYTES + 1 + crate::cluster::MAX_NAME_BYTES;
+pub const MAX_MEMBER_BYTES: usize = 8 + 1 + IPV6_ADDR_BYTES + 1 + crate::cluster::MAX_NAME_BYTES;
 /// The largest `MEMBERS` payload; a join reply is read with this limit.
 pub const MAX_MEMBERS_BYTES: usize = MEMBERS_HEADER_BYTES
     + crate::cluster::MAX_NAME_BYTES
