@@ -545,6 +545,20 @@ mod tests {
         assert!(decode_members(&payload[..payload.len() - 1]).is_err());
     }
 
+    #[test]
+    fn the_member_bounds_are_those_in_fabric_md() {
+        use crate::fabric::format::{FRAME_HEADER_BYTES, FRAME_TRAILER_BYTES, MAX_MEMBERS_BYTES};
+        assert_eq!((MAX_MEMBER_BYTES, MAX_MEMBERS_BYTES), (291, 298_262));
+        let longest = MemberInfo {
+            node_id: 1,
+            fabric_addr: SocketAddrV6::new(Ipv6Addr::LOCALHOST, 1, 0, 0).into(),
+            service_addr: "s".repeat(MAX_NAME_BYTES),
+        };
+        let join = encode_join(&longest).unwrap();
+        let framing = FRAME_HEADER_BYTES + FRAME_TRAILER_BYTES;
+        assert_eq!(join.len() - framing, MAX_MEMBER_BYTES, "the longest member");
+    }
+
     proptest! {
         #[test]
         fn member_and_join_payloads_of_any_bytes_decode_without_panicking(payload in prop::collection::vec(any::<u8>(), 0..600)) {
