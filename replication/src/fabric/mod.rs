@@ -243,6 +243,28 @@ impl TcpTransport {
     /// `Error::Handshake { reason: ByPeer("join refused"), .. }`. Blocks the
     /// calling thread; `me.node_id` must be this node's.
     pub fn join(&self, seed: SocketAddr, me: MemberInfo, timeout_ms: u64) -> Result<MemberList> {
+        self.check_join(seed, &me)?;
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        let shared = self.shared.clone();
+        self.handle.spawn(async move {
+            let timeout = Duration::from_millis(timeout_ms);
+            let asked = tokio::time::timeout(timeout, join::ask(&shared, seed, &me, timeout)).await;
+            let _ = sender.send(asked.unwrap_or_else(|_| Err(join_timeout(seed, timeout_ms))));
+        });
+        // The runtime's timer answers first; this bounds a runtime too busy
+        // to. A stopped runtime drops the task and with it the sender.
+        match receiver.recv_timeout(Duration::from_millis(
+            timeout_ms.saturating_add(JOIN_SLACK_MS),
+        )) {
+            Ok(result) => result,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(join_timeout(seed, timeout_ms)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::Stopped),
+        }
+    }
+
+    /// What `join` refuses before dialing: another node's entry, a
+    /// non-loopback seed without a secret, a stopped transport.
+    fn check_join(&self, seed: SocketAddr, me: &MemberInfo) -> Result<()> {
         let config = &self.shared.config;
         if me.node_id != config.node_id {
             return Err(Error::Config(format!(
@@ -258,20 +280,7 @@ impl TcpTransport {
         if self.stopped.load(Ordering::SeqCst) {
             return Err(Error::Stopped);
         }
-        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-        let shared = self.shared.clone();
-        self.handle.spawn(async move {
-            let timeout = Duration::from_millis(timeout_ms);
-            let asked = tokio::time::timeout(timeout, join::ask(&shared, seed, &me, timeout)).await;
-            let _ = sender.send(asked.unwrap_or_else(|_| Err(join_timeout(seed, timeout_ms))));
-        });
-        // The runtime's timer answers first; this bounds a runtime too busy
-        // to. A stopped runtime drops the task and with it the sender.
-        match receiver.recv_timeout(Duration::from_millis(timeout_ms + JOIN_SLACK_MS)) {
-            Ok(result) => result,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(join_timeout(seed, timeout_ms)),
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::Stopped),
-        }
+        Ok(())
     }
 
     /// Replaces the peer book: lanes of removed peers, and of peers whose
