@@ -28,7 +28,7 @@ redis-benchmark -p 6399 -c $CONNS -n "$KEYS" -r "$KEYS" -d 100 -t set,get --csv
 kill $REDIS_PID; wait $REDIS_PID 2>/dev/null || true; REDIS_PID=
 
 echo "== Aerie (fsync always), $CONNS connections, 100 B values"
-AERIE_DATA_DIR="$WORK/aerie" AERIE_PORT=3099 AERIE_METRICS_PORT=0 "$AERIE" node 2>"$WORK/aerie.log" &
+AERIE_DATA_DIR="$WORK/aerie" AERIE_PORT=3099 AERIE_FABRIC_PORT=0 AERIE_METRICS_PORT=0 "$AERIE" node 2>"$WORK/aerie.log" &
 AERIE_PID=$!
 sleep 2
 "$AERIE" bench --host 127.0.0.1:3099 --workload insert --keys "$KEYS" --connections $CONNS --value-bytes 100 --duration-secs 600

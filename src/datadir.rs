@@ -10,6 +10,7 @@
 //!   engine/        the record store
 //!   snapshots/     snapshot files of this node's shards
 //!   raft/          one meta file per shard (compaction point, membership)
+//!   members.toml   the cluster's members as this node knows them
 //!   LOCK           locked (flock) by the node or tool using the directory
 //! ```
 
@@ -81,6 +82,22 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
     }
 }
 
+/// Replaces `path` with `bytes` atomically and durably: a temp file beside
+/// it, fsync, rename, directory fsync.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    let mut file = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+    file.write_all(bytes).map_err(io_err(&tmp))?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
 /// A random non-zero id (node and cluster ids: never reused, so nobody has
 /// to pick them).
 pub fn random_id() -> u64 {
@@ -138,14 +155,7 @@ impl DataDir {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        let tmp = root.join(format!("{CLUSTER_FILE}.tmp"));
-        let mut file = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        file.write_all(text.as_bytes()).map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        std::fs::File::open(root)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(root))?;
+        write_atomically(&path, text.as_bytes())?;
         Ok(DataDir {
             root: root.to_path_buf(),
             meta,

@@ -42,6 +42,7 @@ impl InProcessNode {
         config.node.data_dir = data.to_path_buf();
         config.service.port = port;
         config.metrics.port = 0;
+        config.cluster.fabric_port = 0;
         config.wal.segment_size_bytes = 4 << 20;
         config.disk.check_interval_ms = 50;
         config.engine.checkpoint_interval_ms = 300;

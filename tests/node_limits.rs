@@ -345,6 +345,7 @@ async fn max_record_size_bytes_is_a_namespace_setting_checked_at_start() {
         .args(["node", "--config", bad.to_str().unwrap()])
         .env("AERIE_DATA_DIR", dir.path().join("bad-data"))
         .env("AERIE_PORT", "0")
+        .env("AERIE_FABRIC_PORT", "0")
         .env("AERIE_METRICS_PORT", "0")
         .output()
         .unwrap();

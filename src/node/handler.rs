@@ -59,6 +59,8 @@ pub struct Server {
     pub metrics: CommandMetrics,
     /// Large-message buffers shared by all connections.
     pub budget: super::budget::Budget,
+    /// The members, and what clients are told of them.
+    pub cluster: std::sync::Arc<super::cluster::Cluster>,
 }
 
 /// Longest a compressed message waits for room to inflate; then it is
@@ -412,16 +414,19 @@ impl Server {
         match command.name {
             names::NODE => info::node_name(self.node_id),
             names::BUILD => info::BUILD_VERSION.to_string(),
-            names::PARTITION_GENERATION | names::PEERS_GENERATION | names::REBALANCE_GENERATION => "1".into(),
+            names::PARTITION_GENERATION => self.cluster.partition_generation(&self.namespaces).to_string(),
+            names::PEERS_GENERATION => self.cluster.peers_generation().to_string(),
+            names::REBALANCE_GENERATION => "1".into(),
             names::CLUSTER_NAME => self.cluster_name.clone(),
-            names::PEERS_CLEAR_STD | names::PEERS_CLEAR_ALT | names::PEERS_TLS_STD | names::PEERS_TLS_ALT => {
-                info::format_peers(1, self.service_port, &[])
+            names::PEERS_CLEAR_STD | names::PEERS_CLEAR_ALT => self.cluster.peers(self.service_port),
+            names::PEERS_TLS_STD | names::PEERS_TLS_ALT => {
+                info::format_peers(self.cluster.peers_generation(), self.service_port, &[])
             }
             names::SERVICE_CLEAR_STD | names::SERVICE_CLEAR_ALT => {
                 format!("{}:{}", self.service_address, self.service_port)
             }
             names::SERVICE_TLS_STD | names::SERVICE_TLS_ALT => String::new(),
-            names::REPLICAS => self.replicas(),
+            names::REPLICAS => self.cluster.replicas(&self.namespaces),
             names::USER_AGENT_SET => info::USER_AGENT_SET_OK.into(),
             names::PARTITIONS => info::PARTITIONS_ANSWER.into(),
             names::NAMESPACES => ns_list(),
@@ -440,20 +445,6 @@ impl Server {
         }
     }
 
-    fn replicas(&self) -> String {
-        let entries: Vec<info::ReplicasEntry<'_>> = self
-            .namespaces
-            .iter()
-            .map(|ns| info::ReplicasEntry {
-                namespace: ns,
-                regime: 0,
-                columns: vec![info::PartitionBitmap::all()],
-            })
-            .collect();
-        info::format_replicas(&entries)
-            .unwrap_or_else(|e| info::format_error(Some(e.result_code()), "replicas"))
-    }
-
     fn namespace_stats(&self, ns: &str) -> String {
         let Some(stats) = self.engine.stats().into_iter().find(|s| s.name == ns) else {
             return "type=unknown".into();
@@ -464,7 +455,10 @@ impl Server {
             ("index_used_bytes", stats.index_bytes.to_string()),
             ("device_used_bytes", stats.used_bytes.to_string()),
             ("device_total_bytes", stats.size_limit_bytes.to_string()),
-            ("replication-factor", "1".to_string()),
+            (
+                "replication-factor",
+                self.cluster.effective_replication_factor().to_string(),
+            ),
             // Aerospike's name: the namespace refuses writes (out of space).
             ("stop_writes", self.stops_writes(ns).to_string()),
         ])

@@ -6,9 +6,11 @@
 //! last checkpoint).
 
 mod budget;
+mod cluster;
 pub mod config;
 mod convert;
 mod disk;
+mod formation;
 mod handler;
 mod metrics;
 mod service;
@@ -18,7 +20,7 @@ use std::time::Duration;
 
 use aerie_engine::{Engine, EngineConfig, EngineFs};
 use aerie_protocol::Limits;
-use aerie_replication::transport::LocalNetwork;
+use aerie_replication::transport::Envelope;
 use aerie_replication::{Node, NodeConfig, NodeParts, SnapshotPolicy};
 use aerie_snapshot::WriteOptions;
 use aerie_wal::{Wal, WalConfig};
@@ -44,9 +46,9 @@ pub struct Hooks {
     pub stop: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
-/// Opens the data directory, creating it from the settings on first start.
-/// Later starts keep the cluster name, node id and shard count it recorded.
-fn open_data_dir(config: &NodeFileConfig) -> Result<DataDir> {
+/// Opens the data directory, or creates it with `(node id, cluster id,
+/// shard count)` on first start. Later starts keep what it recorded.
+fn open_data_dir(config: &NodeFileConfig, new: Option<(u64, u64, u32)>) -> Result<DataDir> {
     let root = &config.node.data_dir;
     if root.join(crate::datadir::CLUSTER_FILE).exists() {
         let dd = DataDir::open(root)?;
@@ -61,14 +63,16 @@ fn open_data_dir(config: &NodeFileConfig) -> Result<DataDir> {
         }
         return Ok(dd);
     }
+    let (node_id, cluster_id, shards) = new.unwrap_or((
+        crate::datadir::random_id(),
+        crate::datadir::random_id(),
+        config.node.shards,
+    ));
     let meta = ClusterMeta {
         cluster_name: config.node.cluster_name.clone(),
-        node_id: match config.node.node_id {
-            0 => crate::datadir::random_id(),
-            id => id,
-        },
-        cluster_id: crate::datadir::random_id(),
-        shards: config.node.shards,
+        node_id,
+        cluster_id,
+        shards,
         namespaces: config.namespaces.clone(),
     };
     Ok(DataDir::create(root, meta)?)
@@ -93,9 +97,11 @@ fn open_wal(
     Ok(Wal::open(wal)?)
 }
 
-fn node_config(config: &NodeFileConfig, dd: &DataDir) -> NodeConfig {
+/// `voters`: the first configuration of shards created now (this node
+/// alone when it forms a cluster, none when it joins one).
+fn node_config(config: &NodeFileConfig, dd: &DataDir, voters: Vec<u64>) -> NodeConfig {
     let meta = dd.meta();
-    let mut node = NodeConfig::new(meta.node_id, vec![meta.node_id], dd.root());
+    let mut node = NodeConfig::new(meta.node_id, voters, dd.root());
     node.cluster_name = meta.cluster_name.clone();
     node.shards = meta.shards;
     node.tick_interval_ms = config.raft.tick_interval_ms;
@@ -117,7 +123,8 @@ pub fn run(config: NodeFileConfig) -> Result<()> {
 
 /// Runs a node until SIGTERM, SIGINT or `hooks.stop`.
 pub fn run_with(config: NodeFileConfig, mut hooks: Hooks) -> Result<()> {
-    let dd = open_data_dir(&config)?;
+    let formed = formation::form(&config)?;
+    let dd = formed.dd;
     let _lock = dd.lock()?;
     let wal = Arc::new(open_wal(&config, &dd, hooks.wal_fs.take())?);
     let mut engine_config = EngineConfig {
@@ -130,16 +137,37 @@ pub fn run_with(config: NodeFileConfig, mut hooks: Hooks) -> Result<()> {
         engine_config.fs = fs;
     }
     let engine = Arc::new(Engine::open(engine_config)?);
-    let net = LocalNetwork::new(dd.meta().node_id);
+    let transport = formed.transport;
     let parts = NodeParts {
         wal: wal.clone(),
         engine: engine.clone(),
-        transport: net.clone(),
+        transport: transport.clone(),
     };
-    let (node, deliver) =
-        Node::open(node_config(&config, &dd), parts).map_err(|e| Error::Refused(e.to_string()))?;
-    net.register(dd.meta().node_id, deliver);
+    let voters = if formed.joining {
+        Vec::new()
+    } else {
+        vec![dd.meta().node_id]
+    };
+    let (node, deliver) = Node::open(node_config(&config, &dd, voters), parts)
+        .map_err(|e| Error::Refused(e.to_string()))?;
     let node = Arc::new(node);
+    let cluster = cluster::Cluster::new(
+        formed.me,
+        config.cluster.replication_factor,
+        dd.shard_map(),
+        formed.members,
+        dd.root(),
+        transport.clone(),
+    )?;
+    let to_cluster = cluster.clone();
+    transport.set_deliver(Arc::new(move |envelope| match envelope {
+        Envelope::Members(list) => {
+            to_cluster.on_members(&list);
+            true
+        }
+        other => deliver(other),
+    }));
+    cluster.attach(node.clone())?;
     // Dropping the sender stops the watcher.
     let (stop_watcher, watcher_stopped) = std::sync::mpsc::sync_channel(1);
     let watcher = start_disk_watcher(&config, &dd, &engine, &node, watcher_stopped)?;
@@ -159,6 +187,7 @@ pub fn run_with(config: NodeFileConfig, mut hooks: Hooks) -> Result<()> {
         wal: wal.clone(),
         metrics: metrics::CommandMetrics::default(),
         budget: budget::Budget::new(config.service.max_buffered_bytes),
+        cluster,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -173,7 +202,9 @@ pub fn run_with(config: NodeFileConfig, mut hooks: Hooks) -> Result<()> {
     drop(stop_watcher);
     let _ = watcher.join();
     served?;
-    shutdown(node, engine, wal)
+    let stopped = shutdown(node, engine, wal);
+    transport.stop();
+    stopped
 }
 
 fn start_disk_watcher(

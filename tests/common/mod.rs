@@ -62,6 +62,11 @@ impl NodeProcess {
         let child = command
             .env("AERIE_DATA_DIR", data_dir)
             .env("AERIE_PORT", port.to_string())
+            // A free fabric port unless the test picked one.
+            .env(
+                "AERIE_FABRIC_PORT",
+                std::env::var("AERIE_TEST_FABRIC_PORT").unwrap_or_else(|_| "0".into()),
+            )
             .env("AERIE_METRICS_PORT", metrics_port.to_string())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

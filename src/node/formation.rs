@@ -1,0 +1,182 @@
+//! How a starting node finds its cluster: a data dir that already belongs to
+//! one rejoins it (seeds ignored); a new data dir with seeds joins theirs
+//! (the seed answers with the cluster's id, name, shard count and members);
+//! a new data dir without seeds forms a new cluster of one. The fabric is
+//! started first, since joining goes over it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aerie_replication::cluster::{MemberInfo, MemberList};
+use aerie_replication::fabric::{FabricConfig, TcpTransport};
+use sha2::{Digest as _, Sha256};
+
+use super::cluster::load_members;
+use super::config::NodeFileConfig;
+use crate::datadir::{CLUSTER_FILE, ClusterMeta, DataDir, random_id};
+use crate::error::{Error, Result};
+
+/// How long a joining node keeps trying its seeds.
+const JOIN_DEADLINE_MS: u64 = 60_000;
+/// One join attempt's deadline.
+const JOIN_ATTEMPT_MS: u64 = 3_000;
+/// Pause between rounds over the seeds.
+const JOIN_RETRY_MS: u64 = 500;
+
+/// What a starting node found.
+pub struct Formed {
+    pub dd: DataDir,
+    pub transport: Arc<TcpTransport>,
+    pub members: MemberList,
+    pub me: MemberInfo,
+    /// A new member: its shards start with no configuration and learn it
+    /// from their leaders.
+    pub joining: bool,
+}
+
+/// The fabric's 16-byte cluster id: derived from the cluster *name*, so a
+/// joining node can prove it before it knows anything else. (The data dir's
+/// random `cluster_id` is the one member lists are checked against.)
+fn fabric_cluster_id(cluster_name: &str) -> [u8; 16] {
+    let digest = Sha256::digest(cluster_name.as_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id
+}
+
+fn read_secret(path: &Path) -> Result<Vec<u8>> {
+    let mut bytes = std::fs::read(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    // A secret written with `echo` ends with a newline that is not part of it.
+    while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        bytes.pop();
+    }
+    Ok(bytes)
+}
+
+fn parse_addr(what: &str, text: &str) -> Result<SocketAddr> {
+    text.parse()
+        .map_err(|e| Error::Refused(format!("{what} {text:?} is not an ip:port address: {e}")))
+}
+
+fn start_fabric(config: &NodeFileConfig, node_id: u64) -> Result<Arc<TcpTransport>> {
+    let listen = parse_addr("cluster.fabric_address", &config.fabric_address())?;
+    let mut fabric = FabricConfig::new(
+        node_id,
+        fabric_cluster_id(&config.node.cluster_name),
+        listen,
+    );
+    fabric.secret = config
+        .cluster
+        .secret_file
+        .as_deref()
+        .map(read_secret)
+        .transpose()?;
+    TcpTransport::start(fabric).map_err(|e| Error::Refused(format!("fabric: {e}")))
+}
+
+/// Finds (or forms, or joins) the node's cluster.
+pub fn form(config: &NodeFileConfig) -> Result<Formed> {
+    let root = &config.node.data_dir;
+    let existing = root.join(CLUSTER_FILE).exists();
+    let node_id = match (existing, config.node.node_id) {
+        (true, _) => DataDir::open(root)?.meta().node_id,
+        (false, 0) => random_id(),
+        (false, id) => id,
+    };
+    let transport = start_fabric(config, node_id)?;
+    let fabric_addr = match config.cluster.fabric_port {
+        // Port 0 picks a free one (tests): advertise the one bound.
+        0 => transport.local_addr(),
+        _ => parse_addr("cluster.fabric_address", &config.fabric_address())?,
+    };
+    let me = MemberInfo {
+        node_id,
+        fabric_addr,
+        service_addr: format!("{}:{}", config.service.address, config.service.port),
+    };
+    if existing {
+        let dd = super::open_data_dir(config, None)?;
+        let meta = dd.meta();
+        let members = load_members(root, meta.cluster_id, &meta.cluster_name, meta.shards)?
+            .unwrap_or_else(|| alone(meta, &me));
+        return Ok(Formed {
+            dd,
+            transport,
+            members,
+            me,
+            joining: false,
+        });
+    }
+    if config.cluster.seeds.is_empty() {
+        let dd = super::open_data_dir(config, Some((node_id, random_id(), config.node.shards)))?;
+        let members = alone(dd.meta(), &me);
+        tracing::info!(cluster_id = members.cluster_id, "formed a new cluster");
+        return Ok(Formed {
+            dd,
+            transport,
+            members,
+            me,
+            joining: false,
+        });
+    }
+    let members = join(config, &transport, &me)?;
+    let dd = super::open_data_dir(config, Some((node_id, members.cluster_id, members.shards)))?;
+    Ok(Formed {
+        dd,
+        transport,
+        members,
+        me,
+        joining: true,
+    })
+}
+
+/// A cluster of one: this node.
+fn alone(meta: &ClusterMeta, me: &MemberInfo) -> MemberList {
+    MemberList {
+        cluster_id: meta.cluster_id,
+        cluster_name: meta.cluster_name.clone(),
+        shards: meta.shards,
+        version: 1,
+        members: vec![me.clone()],
+    }
+}
+
+/// Asks the seeds in turn until one lets this node in.
+fn join(config: &NodeFileConfig, transport: &TcpTransport, me: &MemberInfo) -> Result<MemberList> {
+    let seeds = config
+        .cluster
+        .seeds
+        .iter()
+        .map(|s| parse_addr("seed", s))
+        .collect::<Result<Vec<_>>>()?;
+    let deadline = Instant::now() + Duration::from_millis(JOIN_DEADLINE_MS);
+    loop {
+        for seed in &seeds {
+            match transport.join(*seed, me.clone(), JOIN_ATTEMPT_MS) {
+                Ok(list) if list.cluster_name == config.node.cluster_name => {
+                    tracing::info!(%seed, cluster_id = list.cluster_id, members = list.members.len(), "joined the cluster");
+                    return Ok(list);
+                }
+                Ok(list) => {
+                    return Err(Error::Refused(format!(
+                        "seed {seed} belongs to cluster {:?}, this node is configured for {:?}",
+                        list.cluster_name, config.node.cluster_name
+                    )));
+                }
+                Err(e) => tracing::warn!(%seed, error = %e, "joining through a seed failed"),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Refused(format!(
+                "no seed of {:?} let this node join within {JOIN_DEADLINE_MS} ms",
+                config.cluster.seeds
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(JOIN_RETRY_MS));
+    }
+}
