@@ -239,7 +239,6 @@ impl Node {
         let (chunk_requests, chunk_server) = spawn_chunk_server(&config, parts.transport.clone())?;
         threads.push(chunk_server);
         let background = start_background(&config, &parts.engine, &clock_ms)?;
-        let single = config.voters.len() == 1;
         let ready_loop = ReadyLoop {
             config: config.clone(),
             wal: parts.wal,
@@ -278,11 +277,10 @@ impl Node {
             threads,
             background: Some(background),
         };
-        if single {
-            // A lone member need not wait out an election timeout.
-            for shard in 0..map.shards() {
-                node.campaign(shard);
-            }
+        // A lone voter need not wait out an election timeout.
+        let me = [node.config.node_id];
+        for status in node.status().iter().filter(|s| s.voters == me) {
+            node.campaign(status.shard);
         }
         Ok((node, deliver))
     }

@@ -149,7 +149,17 @@ impl ReadyLoop {
             if raft.pending_conf_index > raft.raft_log.applied {
                 continue;
             }
-            if let Some(step) = crate::placement::next_step(&shard.status(), placement) {
+            let meta = shard.raw.store().meta();
+            // A shard created here has its first configuration only in its
+            // meta file: a member joining by the log (no snapshot) would
+            // start from no configuration at all. Writing this node in as a
+            // voter once puts the configuration into the log first.
+            let step = if meta.conf_index() == 0 && meta.snapshot_index == 0 {
+                Some(crate::placement::Step::Promote(self.config.node_id))
+            } else {
+                crate::placement::next_step(&shard.status(), placement)
+            };
+            if let Some(step) = step {
                 tracing::info!(
                     shard = shard.id,
                     ?step,

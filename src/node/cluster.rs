@@ -71,6 +71,8 @@ pub struct Cluster {
     led: Mutex<Vec<bool>>,
     partition_generation: AtomicU64,
     last_replicas: Mutex<String>,
+    /// One writer of `members.toml` at a time (they share its temp file).
+    storing: Mutex<()>,
 }
 
 impl Cluster {
@@ -94,6 +96,7 @@ impl Cluster {
             node: OnceLock::new(),
             partition_generation: AtomicU64::new(1),
             last_replicas: Mutex::new(String::new()),
+            storing: Mutex::new(()),
         });
         cluster.store()?;
         Ok(cluster)
@@ -198,6 +201,7 @@ impl Cluster {
     }
 
     fn store(&self) -> Result<()> {
+        let _one_writer = lock(&self.storing);
         let list = self.members();
         let file = MembersFile {
             version: list.version,
