@@ -251,7 +251,7 @@ impl Node {
             status: status.clone(),
             gate: gate.clone(),
             stopping: stopping.clone(),
-            next_proposal: first_proposal_id(),
+            next_proposal: first_proposal_id(config.node_id),
             next_read: 0,
             wal_failed: false,
             placement: None,
@@ -464,14 +464,22 @@ fn wait<T>(receiver: &Receiver<T>, timeout: Duration, shard: u32) -> Result<T> {
     })
 }
 
-/// Proposal ids start from the boot time in µs: unique across restarts
-/// (unless the clock goes back), so an entry replayed from an earlier boot
-/// never carries the id of a proposal waiting now. Waiters also check the
-/// entry's index and term, which alone would suffice.
-fn first_proposal_id() -> u64 {
-    SystemTime::now()
+/// Bits of a proposal id that count proposals (from the boot time in µs);
+/// the bits above name the node.
+const PROPOSAL_COUNTER_BITS: u32 = 44;
+
+/// The first proposal id of this boot: a hash of the node id in the top 20
+/// bits, the boot time in µs (mod 2^44, about 203 days) below, counting up
+/// from there. Unique across restarts (unless the clock goes back) and,
+/// barring a 20-bit hash collision, across nodes: a follower matches a
+/// proposal it forwarded to the leader by this id alone. A leader's waiters
+/// also check the entry's index and term.
+fn first_proposal_id(node_id: u64) -> u64 {
+    let boot_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| d.as_micros() as u64)
+        .map_or(1, |d| d.as_micros() as u64);
+    let node_bits = node_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> PROPOSAL_COUNTER_BITS;
+    (node_bits << PROPOSAL_COUNTER_BITS) | (boot_us & ((1 << PROPOSAL_COUNTER_BITS) - 1))
 }
 
 /// The engine's background driver: block flushes, periodic checkpoints

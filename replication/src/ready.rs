@@ -20,7 +20,7 @@ use aerie_wal::{LogBatch, Wal};
 use raft::SnapshotStatus;
 use raft::prelude::{Message, MessageType, Ready};
 
-use crate::apply::{self, ApplyTask, Waiter};
+use crate::apply::{self, Appended, ApplyTask, Waiter};
 use crate::codec::{Proposal, SnapshotRef};
 use crate::error::{Error, Result};
 use crate::health::{Gate, Refusal};
@@ -108,6 +108,7 @@ impl ReadyLoop {
         let max_wait = Duration::from_millis(self.config.max_read_wait_ms);
         for shard in &mut self.shards {
             shard.expire_reads(max_wait, tick * 2);
+            lock(&shard.pending).expire_forwarded(max_wait, shard.id);
             // An apply notification lost to a full input queue delays a read
             // by one tick at most.
             shard.complete_reads(&self.gate);
@@ -272,7 +273,9 @@ impl ReadyLoop {
 
     /// Why a proposal must be refused before it is appended, if it must.
     fn refusal(&self, shard: &Shard, command: &Command) -> Option<Error> {
-        if !shard.is_leader() || shard.is_frozen() {
+        // A follower forwards to a leader it knows (raft does); with none
+        // known, or while installing a snapshot, nothing can be proposed.
+        if shard.raw.raft.leader_id == 0 || shard.is_frozen() {
             return Some(Error::NotLeader {
                 shard: shard.id,
                 leader: shard.raw.raft.leader_id,
@@ -295,7 +298,7 @@ impl ReadyLoop {
     }
 
     fn propose(&mut self, shard_id: u32, command: Command, reply: apply::Reply) {
-        self.next_proposal += 1;
+        self.next_proposal = self.next_proposal.wrapping_add(1);
         let id = self.next_proposal;
         let Some(shard) = self.shards.get(shard_id as usize) else {
             reply.send(Err(Error::NoShard(shard_id)));
@@ -331,11 +334,15 @@ impl ReadyLoop {
             reply.send(Err(Error::Dropped(shard_id)));
             return;
         }
-        let index = shard.raw.raft.raft_log.last_index();
-        let term = shard.raw.raft.term;
-        lock(&shard.pending)
-            .by_id
-            .insert(id, Waiter { index, term, reply });
+        let at = if shard.is_leader() {
+            Appended::At {
+                index: shard.raw.raft.raft_log.last_index(),
+                term: shard.raw.raft.term,
+            }
+        } else {
+            Appended::Forwarded(Instant::now())
+        };
+        lock(&shard.pending).by_id.insert(id, Waiter { at, reply });
     }
 
     fn propose_membership(
@@ -373,11 +380,12 @@ impl ReadyLoop {
             reply.send(Err(Error::NoShard(shard_id)));
             return;
         };
-        if !shard.is_leader() {
-            let leader = shard.raw.raft.leader_id;
+        // A follower asks the leader for the read index (raft forwards
+        // it) and serves the read once it applied that far itself.
+        if shard.raw.raft.leader_id == 0 {
             reply.send(Err(Error::NotLeader {
                 shard: shard_id,
-                leader,
+                leader: 0,
             }));
             return;
         }

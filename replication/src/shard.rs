@@ -176,7 +176,7 @@ impl Shard {
         for (_, read) in late {
             read.reply.send(Err(Error::Timeout(shard)));
         }
-        if self.is_leader() {
+        if self.raw.raft.leader_id != 0 {
             for ctx in self.reads_older_than(retry_after) {
                 self.raw.read_index(ctx);
             }

@@ -283,6 +283,38 @@ impl Cluster {
         self.partition_generation.load(Ordering::SeqCst)
     }
 
+    /// `cluster-status`: the members (`members=<name>,...`), then per shard
+    /// `shard=N:leader=<name>:voters=<names>:learners=<names>:applied=N:commit=N`,
+    /// joined by `;` (names as `node` answers them; `-` for none).
+    pub fn status(&self) -> String {
+        let names = |ids: &[u64]| {
+            let names: Vec<String> = ids.iter().map(|&id| info::node_name(id)).collect();
+            if names.is_empty() {
+                "-".to_string()
+            } else {
+                names.join(",")
+            }
+        };
+        let members: Vec<u64> = self.members().members.iter().map(|m| m.node_id).collect();
+        let mut parts = vec![format!("members={}", names(&members))];
+        for s in self.node.get().map(|n| n.status()).unwrap_or_default() {
+            let leader = if s.leader == 0 {
+                "-".to_string()
+            } else {
+                info::node_name(s.leader)
+            };
+            parts.push(format!(
+                "shard={}:leader={leader}:voters={}:learners={}:applied={}:commit={}",
+                s.shard,
+                names(&s.voters),
+                names(&s.learners),
+                s.applied,
+                s.commit
+            ));
+        }
+        parts.join(";")
+    }
+
     fn columns(&self) -> Vec<PartitionBitmap> {
         let count = self.effective_replication_factor();
         let statuses = self.node.get().map(|n| n.status()).unwrap_or_default();

@@ -437,6 +437,7 @@ impl Server {
             names::EDITION => "Aerie".into(),
             "features" => "batch-any;batch-index;float;geo;peers;pipelining;pscans;replicas;truncate-namespace".into(),
             "truncate" | "truncate-namespace" => self.truncate(command).await,
+            "cluster-status" => self.cluster.status(),
             "snapshot" => {
                 self.node.request_snapshots();
                 "ok".into()

@@ -44,6 +44,33 @@ impl NodeProcess {
         config: Option<&Path>,
         metrics: bool,
     ) -> NodeProcess {
+        Self::start_env(data_dir, port, config, metrics, &[])
+    }
+
+    /// A member of a cluster: its fabric on `fabric_port`, joining through
+    /// the fabric ports in `seeds` (none: it forms the cluster).
+    pub fn start_member(
+        data_dir: &Path,
+        port: u16,
+        fabric_port: u16,
+        seeds: &[u16],
+    ) -> NodeProcess {
+        let seeds: Vec<String> = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let env = [
+            ("AERIE_FABRIC_PORT", fabric_port.to_string()),
+            ("AERIE_SEEDS", seeds.join(",")),
+        ];
+        Self::start_env(data_dir, port, None, false, &env)
+    }
+
+    /// Starts with extra environment variables.
+    pub fn start_env(
+        data_dir: &Path,
+        port: u16,
+        config: Option<&Path>,
+        metrics: bool,
+        env: &[(&str, String)],
+    ) -> NodeProcess {
         let log = data_dir.with_extension(format!("{port}.log"));
         // Another port than the service's (a freed ephemeral port can be
         // handed out again at once).
@@ -62,11 +89,9 @@ impl NodeProcess {
         let child = command
             .env("AERIE_DATA_DIR", data_dir)
             .env("AERIE_PORT", port.to_string())
-            // A free fabric port unless the test picked one.
-            .env(
-                "AERIE_FABRIC_PORT",
-                std::env::var("AERIE_TEST_FABRIC_PORT").unwrap_or_else(|_| "0".into()),
-            )
+            // A free fabric port unless the test picks one.
+            .env("AERIE_FABRIC_PORT", "0")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("AERIE_METRICS_PORT", metrics_port.to_string())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

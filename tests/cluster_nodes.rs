@@ -1,0 +1,239 @@
+//! Real `aerie node` processes forming a cluster from seeds, as the README
+//! shows, driven by the official `aerospike` Rust client: every shard gets
+//! three voters, a client seeded with one node finds them all, column 0 of
+//! the nodes' `replicas` covers every partition exactly once, a SIGKILLed
+//! node's shards get new leaders and lose no acknowledged increment, and the
+//! node catches up when it comes back.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aerie_protocol::info::parse_replicas;
+use aerospike::{Bins, Client, ClientPolicy, ReadPolicy, Value, WritePolicy, as_bin, as_key};
+use common::{NodeProcess, free_port};
+
+const KEYS: i64 = 40;
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn info(address: &str, name: &str) -> String {
+    let mut conn = aerie::client::Connection::connect(address).await.unwrap();
+    let answers = conn.info(&[name]).await.unwrap();
+    answers.into_iter().map(|(_, v)| v).collect()
+}
+
+/// Per shard of `cluster-status`: (leader name, voter count, learner count).
+async fn shards(address: &str) -> Vec<(String, usize, usize)> {
+    let status = info(address, "cluster-status").await;
+    status
+        .split(';')
+        .filter(|part| part.starts_with("shard="))
+        .map(|part| {
+            let field = |key: &str| {
+                part.split(':')
+                    .find_map(|kv| kv.strip_prefix(key))
+                    .unwrap_or("-")
+                    .to_string()
+            };
+            let count = |names: String| {
+                if names == "-" {
+                    0
+                } else {
+                    names.split(',').count()
+                }
+            };
+            (
+                field("leader="),
+                count(field("voters=")),
+                count(field("learners=")),
+            )
+        })
+        .collect()
+}
+
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Column 0 of every node's `replicas`, counted per partition.
+async fn masters(addresses: &[String]) -> Vec<u32> {
+    let mut owners = vec![0u32; 4096];
+    for address in addresses {
+        let text = info(address, "replicas").await;
+        let entries = parse_replicas(&text).unwrap();
+        let bitmap = &entries[0].columns[0];
+        for (p, owner) in owners.iter_mut().enumerate() {
+            if bitmap.0[p >> 3] & (0x80 >> (p & 7)) != 0 {
+                *owner += 1;
+            }
+        }
+    }
+    owners
+}
+
+/// Increments every key once through `client`, retrying a refused write;
+/// counts what was acknowledged and what is in doubt.
+async fn increment_all(client: &Client, acked: &mut BTreeMap<i64, i64>, unknown: &mut i64) {
+    let wp = WritePolicy::default();
+    for k in 0..KEYS {
+        let key = as_key!("test", "c", k);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match client.add(&wp, &key, &[as_bin!("n", 1)]).await {
+                Ok(()) => {
+                    *acked.entry(k).or_default() += 1;
+                    break;
+                }
+                Err(e) if e.in_doubt() || e.is_client_timeout() => {
+                    *unknown += 1;
+                    break;
+                }
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "key {k}: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn check_counters(client: &Client, acked: &BTreeMap<i64, i64>, unknown: i64) {
+    for k in 0..KEYS {
+        let record = client
+            .get(&ReadPolicy::default(), &as_key!("test", "c", k), Bins::All)
+            .await;
+        let value = match record.unwrap().bins.get("n") {
+            Some(Value::Int(v)) => *v,
+            other => panic!("key {k}: {other:?}"),
+        };
+        let floor = acked.get(&k).copied().unwrap_or(0);
+        assert!(
+            value >= floor && value <= floor + unknown,
+            "key {k}: {value}, acknowledged {floor}, in doubt {unknown}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_from_seeds_replicate_fail_over_and_catch_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let seed = ports[0].1;
+    let data = |i: usize| dir.path().join(format!("d{i}"));
+    let mut nodes: Vec<Option<NodeProcess>> = vec![Some(NodeProcess::start_member(
+        &data(0),
+        ports[0].0,
+        ports[0].1,
+        &[],
+    ))];
+    for (i, &(port, fabric)) in ports.iter().enumerate().skip(1) {
+        nodes.push(Some(NodeProcess::start_member(
+            &data(i),
+            port,
+            fabric,
+            &[seed],
+        )));
+    }
+    let addresses: Vec<String> = ports
+        .iter()
+        .map(|(p, _)| format!("127.0.0.1:{p}"))
+        .collect();
+    for address in &addresses {
+        eventually("every shard at three voters", || async {
+            shards(address)
+                .await
+                .iter()
+                .all(|&(_, voters, learners)| voters == 3 && learners == 0)
+        })
+        .await;
+    }
+    assert!(
+        info(&addresses[0], "namespace/test")
+            .await
+            .contains("replication-factor=3")
+    );
+    eventually("column 0 to cover every partition once", || async {
+        masters(&addresses).await.iter().all(|&owners| owners == 1)
+    })
+    .await;
+
+    // A client seeded with the first node reaches all three.
+    let client = Client::new(&ClientPolicy::default(), &addresses[0])
+        .await
+        .unwrap();
+    eventually("the client to see every node", || async {
+        client.nodes().len() == 3
+    })
+    .await;
+    let mut acked = BTreeMap::new();
+    let mut unknown = 0;
+    increment_all(&client, &mut acked, &mut unknown).await;
+    // Clients seeded with the other nodes read the same.
+    for address in &addresses[1..] {
+        let other = Client::new(&ClientPolicy::default(), address)
+            .await
+            .unwrap();
+        check_counters(&other, &acked, unknown).await;
+    }
+
+    // SIGKILL the node leading shard 0: its shards get new leaders.
+    let leader = shards(&addresses[0]).await[0].0.clone();
+    let victim = {
+        let mut found = None;
+        for (i, address) in addresses.iter().enumerate() {
+            if info(address, "node").await == leader {
+                found = Some(i);
+            }
+        }
+        found.unwrap()
+    };
+    nodes[victim].take().unwrap().kill();
+    let live = (victim + 1) % 3;
+    let survivor = Client::new(&ClientPolicy::default(), &addresses[live])
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        increment_all(&survivor, &mut acked, &mut unknown).await;
+    }
+    check_counters(&survivor, &acked, unknown).await;
+
+    // It comes back with its data and catches up.
+    let (port, fabric) = ports[victim];
+    nodes[victim] = Some(NodeProcess::start_member(
+        &data(victim),
+        port,
+        fabric,
+        &[seed],
+    ));
+    eventually("the restarted node to catch up", || async {
+        let mut applied = Vec::new();
+        for address in &addresses {
+            applied.push(info(address, "cluster-status").await);
+        }
+        let commits: Vec<Vec<String>> = applied
+            .iter()
+            .map(|s| {
+                s.split(';')
+                    .filter_map(|p| p.split(":applied=").nth(1).map(str::to_string))
+                    .collect()
+            })
+            .collect();
+        commits.windows(2).all(|w| w[0] == w[1])
+    })
+    .await;
+    increment_all(&survivor, &mut acked, &mut unknown).await;
+    check_counters(&survivor, &acked, unknown).await;
+    eventually("column 0 to cover every partition once again", || async {
+        masters(&addresses).await.iter().all(|&owners| owners == 1)
+    })
+    .await;
+}
