@@ -74,6 +74,35 @@ fn caught_up(status: &ShardStatus, member: u64) -> bool {
         .any(|&(id, matched)| id == member && matched + CAUGHT_UP_ENTRIES >= status.commit)
 }
 
+/// The voter that should lead the shard: the best-ranked (the same
+/// rendezvous rank), so leaders spread evenly over the members.
+pub fn preferred_leader(status: &ShardStatus) -> Option<u64> {
+    status
+        .voters
+        .iter()
+        .copied()
+        .max_by_key(|&id| rank(status.shard, id))
+}
+
+/// Whom the leader should hand the shard to, if anyone: the preferred
+/// leader, once the configuration is complete and that voter has every
+/// entry the leader has.
+pub fn leader_transfer(
+    status: &ShardStatus,
+    placement: &Placement,
+    last_index: u64,
+) -> Option<u64> {
+    if next_step(status, placement).is_some() {
+        return None;
+    }
+    let preferred = preferred_leader(status)?;
+    let caught_up = status
+        .progress
+        .iter()
+        .any(|&(id, matched)| id == preferred && matched >= last_index);
+    (preferred != status.leader && caught_up).then_some(preferred)
+}
+
 /// The next change for `status` (the leader's view of its shard), if any.
 pub fn next_step(status: &ShardStatus, placement: &Placement) -> Option<Step> {
     if !status.voters_outgoing.is_empty() {
@@ -141,6 +170,30 @@ mod tests {
         assert_eq!(next_step(&ready, &p), Some(Step::Promote(first)));
         let full = status(&[1, 2, 3], &[], &[]);
         assert_eq!(next_step(&full, &p), None);
+    }
+
+    #[test]
+    fn leaders_move_to_the_preferred_voter_once_it_has_everything() {
+        let p = placement(3, &[1, 2, 3]);
+        let mut s = status(&[1, 2, 3], &[], &[(1, 500), (2, 500), (3, 500)]);
+        let preferred = preferred_leader(&s).unwrap();
+        s.leader = preferred;
+        assert_eq!(leader_transfer(&s, &p, 500), None, "already there");
+        s.leader = if preferred == 1 { 2 } else { 1 };
+        assert_eq!(leader_transfer(&s, &p, 500), Some(preferred));
+        // Not while it lacks entries.
+        s.progress = vec![(1, 500), (2, 500), (3, 500)];
+        s.progress.retain(|(id, _)| *id != preferred);
+        s.progress.push((preferred, 499));
+        assert_eq!(leader_transfer(&s, &p, 500), None);
+        // Spread: over many shards each member is preferred for some.
+        let mut preferred = std::collections::BTreeSet::new();
+        for shard in 0..32 {
+            let mut s = status(&[1, 2, 3], &[], &[]);
+            s.shard = shard;
+            preferred.insert(preferred_leader(&s).unwrap());
+        }
+        assert_eq!(preferred.len(), 3);
     }
 
     #[test]

@@ -155,10 +155,11 @@ impl ReadyLoop {
             // meta file: a member joining by the log (no snapshot) would
             // start from no configuration at all. Writing this node in as a
             // voter once puts the configuration into the log first.
+            let status = shard.status();
             let step = if meta.conf_index() == 0 && meta.snapshot_index == 0 {
                 Some(crate::placement::Step::Promote(self.config.node_id))
             } else {
-                crate::placement::next_step(&shard.status(), placement)
+                crate::placement::next_step(&status, placement)
             };
             if let Some(step) = step {
                 tracing::info!(
@@ -169,6 +170,16 @@ impl ReadyLoop {
                 if let Err(e) = shard.raw.propose_conf_change(Vec::new(), step.change()) {
                     tracing::debug!(shard = shard.id, error = %e, "placement change refused");
                 }
+                continue;
+            }
+            let last = shard.raw.raft.raft_log.last_index();
+            if let Some(to) = crate::placement::leader_transfer(&status, placement, last) {
+                tracing::info!(
+                    shard = shard.id,
+                    to,
+                    "placement: handing leadership to the preferred voter"
+                );
+                shard.raw.transfer_leader(to);
             }
         }
     }
