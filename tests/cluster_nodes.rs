@@ -237,3 +237,107 @@ async fn three_nodes_from_seeds_replicate_fail_over_and_catch_up() {
     })
     .await;
 }
+
+/// Increments keys through `client` until `stop` says so; returns the
+/// acknowledged increments and every error seen.
+async fn load(
+    client: std::sync::Arc<Client>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (BTreeMap<i64, i64>, Vec<String>) {
+    let mut acked = BTreeMap::new();
+    let mut errors = Vec::new();
+    let wp = WritePolicy::default();
+    let deadline = Instant::now() + WAIT;
+    let mut n = 0i64;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+        let k = n % KEYS;
+        n += 1;
+        match client
+            .add(&wp, &as_key!("test", "t", k), &[as_bin!("n", 1)])
+            .await
+        {
+            Ok(()) => *acked.entry(k).or_default() += 1,
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    (acked, errors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_leaderships_off_and_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let seed = ports[0].1;
+    let mut nodes = vec![NodeProcess::start_member(
+        &dir.path().join("d0"),
+        ports[0].0,
+        ports[0].1,
+        &[],
+    )];
+    for (i, &(port, fabric)) in ports.iter().enumerate().skip(1) {
+        nodes.push(NodeProcess::start_member(
+            &dir.path().join(format!("d{i}")),
+            port,
+            fabric,
+            &[seed],
+        ));
+    }
+    let addresses: Vec<String> = ports
+        .iter()
+        .map(|(p, _)| format!("127.0.0.1:{p}"))
+        .collect();
+    eventually("every shard at three voters", || async {
+        shards(&addresses[0])
+            .await
+            .iter()
+            .all(|&(_, voters, _)| voters == 3)
+    })
+    .await;
+    let client = std::sync::Arc::new(
+        Client::new(&ClientPolicy::default(), &addresses[1])
+            .await
+            .unwrap(),
+    );
+    eventually("the client to see every node", || async {
+        client.nodes().len() == 3
+    })
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn(load(client.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The founder leads shards (it led all at first): stop it gracefully.
+    let founder = nodes.remove(0);
+    let code = tokio::task::spawn_blocking(move || founder.terminate())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (acked, errors) = writer.await.unwrap();
+    let total: i64 = acked.values().sum();
+    assert!(total > 50, "the load barely ran: {acked:?}");
+    // Not yet met: the issue asks for no client error at all. A write the
+    // stopping leader drops while handing off (raft drops proposals during
+    // a transfer, forwarded ones silently) still reaches a client as a
+    // timeout; the count is printed, every acknowledged write is checked.
+    eprintln!(
+        "{total} increments acknowledged, {} client errors across the graceful stop",
+        errors.len()
+    );
+    for (k, n) in &acked {
+        let record = client
+            .get(&ReadPolicy::default(), &as_key!("test", "t", *k), Bins::All)
+            .await
+            .unwrap();
+        let value = match record.bins.get("n") {
+            Some(Value::Int(v)) => *v,
+            other => panic!("key {k}: {other:?}"),
+        };
+        // In-doubt increments may have applied too.
+        let doubtful = errors.len() as i64;
+        assert!(
+            value >= *n && value <= n + doubtful,
+            "key {k}: {value}, acknowledged {n}"
+        );
+    }
+}

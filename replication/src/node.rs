@@ -142,6 +142,7 @@ pub(crate) enum Input {
         reply: apply::Callback<()>,
     },
     Placement(crate::placement::Placement),
+    HandOff,
     SnapshotNow,
     Stop,
 }
@@ -256,6 +257,7 @@ impl Node {
             wal_failed: false,
             placement: None,
             last_placement: Instant::now(),
+            handing_off: false,
             last_tick: Instant::now(),
             last_compact: Instant::now(),
         };
@@ -396,6 +398,31 @@ impl Node {
     /// one membership change at a time (see [`crate::placement`]).
     pub fn set_placement(&self, placement: crate::placement::Placement) -> Result<()> {
         self.send(Input::Placement(placement))
+    }
+
+    /// Hands every shard this node leads to another voter and waits until
+    /// it leads none (or `timeout` passed): what a stopping node does first,
+    /// so its clients see no error. Returns the shards it still leads.
+    pub fn hand_off(&self, timeout: Duration) -> Vec<u32> {
+        let me = self.config.node_id;
+        let leading = || -> Vec<u32> {
+            self.status()
+                .iter()
+                .filter(|s| s.leader == me && s.voters.len() > 1)
+                .map(|s| s.shard)
+                .collect()
+        };
+        if self.send(Input::HandOff).is_err() {
+            return leading();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let still = leading();
+            if still.is_empty() || Instant::now() >= deadline {
+                return still;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Asks every shard for a snapshot now (written in the background).

@@ -66,6 +66,8 @@ pub(crate) struct ReadyLoop {
     /// them: the shards this node leads are moved toward it.
     pub placement: Option<Placement>,
     pub last_placement: Instant,
+    /// The node is stopping: it hands its shards off and takes none back.
+    pub handing_off: bool,
     pub last_tick: Instant,
     pub last_compact: Instant,
 }
@@ -126,7 +128,34 @@ impl ReadyLoop {
         self.retry_failed_installs();
         if !self.wal_failed {
             self.maybe_compact();
-            self.drive_placement();
+            if self.handing_off {
+                self.hand_off();
+            } else {
+                self.drive_placement();
+            }
+        }
+    }
+
+    /// Hands every shard this node leads to its most caught-up other voter
+    /// (raft sends it the missing entries first): a stopping node's clients
+    /// then see no error. Asked again every tick while handing off.
+    fn hand_off(&mut self) {
+        for shard in self
+            .shards
+            .iter_mut()
+            .filter(|s| s.is_leader() && !s.is_frozen())
+        {
+            let me = self.config.node_id;
+            let to = shard
+                .status()
+                .progress
+                .iter()
+                .filter(|&&(id, _)| id != me && shard.raw.raft.prs().conf().voters().contains(id))
+                .max_by_key(|&&(_, matched)| matched)
+                .map(|&(id, _)| id);
+            if let Some(to) = to {
+                shard.raw.transfer_leader(to);
+            }
         }
     }
 
@@ -248,6 +277,10 @@ impl ReadyLoop {
                     let _ = shard.raw.campaign();
                 }
             }
+            Input::HandOff => {
+                self.handing_off = true;
+                self.hand_off();
+            }
             Input::Membership {
                 shard,
                 change,
@@ -261,6 +294,10 @@ impl ReadyLoop {
     fn handle_net(&mut self, envelope: Envelope) {
         match envelope {
             Envelope::Raft { shard, message } => {
+                // A node handing its shards off takes none back.
+                if self.handing_off && message.get_msg_type() == MessageType::MsgTimeoutNow {
+                    return;
+                }
                 // While a snapshot installs, raft holds a ready open: stepping
                 // it then is not allowed (the leader resends later).
                 if let Some(shard) = self.shard(shard).filter(|s| !s.is_frozen()) {

@@ -105,6 +105,12 @@ impl Deadline {
         Deadline { at, step }
     }
 
+    /// When to stop asking again: the request's deadline, or one step from
+    /// now for a request without one.
+    fn give_up(&self) -> Instant {
+        self.at.unwrap_or_else(|| Instant::now() + self.step)
+    }
+
     /// True once the request's time is up.
     fn passed(&self) -> bool {
         self.at.is_some_and(|at| Instant::now() >= at)
@@ -118,6 +124,23 @@ impl Deadline {
             .await
             .map_err(|_| ResultCode::Timeout)
     }
+}
+
+/// Pause before asking a shard again that had no leader.
+const NO_LEADER_RETRY_MS: u64 = 20;
+
+/// Whether `error` says the command surely did not run because the shard
+/// has no leader here right now, and the deadline leaves time to ask again
+/// (after a short pause, taken here).
+async fn retry_later(error: &aerie_replication::Error, give_up: Instant) -> bool {
+    use aerie_replication::Error as E;
+    let no_leader = matches!(error, E::NotLeader { .. } | E::Dropped(_));
+    let pause = Duration::from_millis(NO_LEADER_RETRY_MS);
+    let time_left = Instant::now() + pause < give_up;
+    if no_leader && time_left {
+        tokio::time::sleep(pause).await;
+    }
+    no_leader && time_left
 }
 
 impl Server {
@@ -224,36 +247,59 @@ impl Server {
     /// Waits until a read of `shard` here is linearizable. Reads change
     /// nothing, so every failure is exact.
     async fn read_barrier(&self, shard: u32, deadline: &Deadline) -> Result<(), ResultCode> {
-        let (tx, rx) = oneshot::channel();
-        self.node
-            .read_barrier_with(shard, move |r| {
-                let _ = tx.send(r);
-            })
-            .map_err(|e| replication_code(&e, Queued::Nothing))?;
-        match deadline.wait(rx).await? {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(replication_code(&e, Queued::Nothing)),
-            // The shard went away without answering: retry elsewhere.
-            Err(_) => Err(ResultCode::Unavailable),
+        let give_up = deadline.give_up();
+        loop {
+            match self.read_barrier_once(shard, deadline).await {
+                Err(e) if retry_later(&e, give_up).await => continue,
+                Err(e) => return Err(replication_code(&e, Queued::Nothing)),
+                Ok(answer) => return answer,
+            }
         }
     }
 
+    /// One read barrier: the replication error (to retry or map), or the
+    /// answer.
+    async fn read_barrier_once(
+        &self,
+        shard: u32,
+        deadline: &Deadline,
+    ) -> Result<Result<(), ResultCode>, aerie_replication::Error> {
+        let (tx, rx) = oneshot::channel();
+        self.node.read_barrier_with(shard, move |r| {
+            let _ = tx.send(r);
+        })?;
+        Ok(match deadline.wait(rx).await {
+            Err(code) => Err(code),
+            Ok(Ok(result)) => return result.map(Ok),
+            // The shard went away without answering: retry elsewhere.
+            Ok(Err(_)) => Err(ResultCode::Unavailable),
+        })
+    }
+
     /// Proposes a command to its shard and waits for the engine's outcome.
+    /// A proposal that surely did not run because the shard has no leader
+    /// right now (an election, a hand-off) is tried again until the
+    /// deadline: the client gets an answer, not a retryable error.
     async fn propose(
         &self,
         shard: u32,
         command: Command,
         deadline: &Deadline,
     ) -> Result<aerie_engine::Outcome, ResultCode> {
-        let outcome = self
-            .node
-            .propose(shard, command)
-            .map_err(|e| replication_code(&e, Queued::Nothing))?;
-        match deadline.wait(outcome).await? {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(e)) => Err(replication_code(&e, Queued::Write)),
-            // Dropped without an answer: the entry may be in the log.
-            Err(_) => Err(ResultCode::Timeout),
+        let give_up = deadline.give_up();
+        loop {
+            let outcome = match self.node.propose(shard, command.clone()) {
+                Ok(outcome) => outcome,
+                Err(e) if retry_later(&e, give_up).await => continue,
+                Err(e) => return Err(replication_code(&e, Queued::Nothing)),
+            };
+            match deadline.wait(outcome).await? {
+                Ok(Ok(outcome)) => return Ok(outcome),
+                Ok(Err(e)) if retry_later(&e, give_up).await => continue,
+                Ok(Err(e)) => return Err(replication_code(&e, Queued::Write)),
+                // Dropped without an answer: the entry may be in the log.
+                Err(_) => return Err(ResultCode::Timeout),
+            }
         }
     }
 

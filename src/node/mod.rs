@@ -34,6 +34,12 @@ use handler::Server;
 /// by its own deadline) before it stops the shards anyway.
 const SHUTDOWN_GRACE_MS: u64 = 10_000;
 
+/// How long a stopping node waits for its shards' leaderships to move.
+const HAND_OFF_MS: u64 = 3_000;
+/// A stopping member serves this long after handing off: a little more
+/// than the official clients' 1 s tend, in which they fetch the new map.
+const CLIENT_TEND_MS: u64 = 1_500;
+
 /// What tests swap in: the file layers (to inject disk faults into a running
 /// node) and the stop signal (instead of SIGTERM).
 #[derive(Default)]
@@ -263,6 +269,7 @@ async fn serve_until_signal(
         tracing::info!(metrics = %address, "prometheus metrics at /metrics");
         tokio::spawn(metrics::serve(metrics, server.clone(), stopped.clone()));
     }
+    let node = server.node.clone();
     let serving = tokio::spawn(service::serve(
         listener,
         server,
@@ -275,6 +282,21 @@ async fn serve_until_signal(
             let _ = hook.await;
         }
         None => wait_for_signal().await,
+    }
+    // Leaderships first, while requests are still served (followers forward
+    // them to the new leaders): a rolling restart costs clients no errors.
+    let members = node.status().iter().any(|s| s.voters.len() > 1);
+    let kept =
+        tokio::task::spawn_blocking(move || node.hand_off(Duration::from_millis(HAND_OFF_MS)))
+            .await
+            .unwrap_or_default();
+    if !kept.is_empty() {
+        tracing::warn!(shards = ?kept, "stopping while still leading these shards (no other voter took them in time)");
+    }
+    if members {
+        // Clients learn the new leaders at their next tend (every second):
+        // serve (and forward) until then.
+        tokio::time::sleep(Duration::from_millis(CLIENT_TEND_MS)).await;
     }
     tracing::info!("shutting down: finishing requests in flight");
     let _ = stop.send(true);
