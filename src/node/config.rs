@@ -249,7 +249,7 @@ impl Default for WalSection {
 impl Default for RaftSection {
     fn default() -> Self {
         RaftSection {
-            tick_interval_ms: 100,
+            tick_interval_ms: 50,
             snapshot_every_entries: 100_000,
             snapshot_every_bytes: 256 << 20,
             snapshot_every_ms: 3_600_000,
