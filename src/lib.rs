@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod cluster_cmd;
 pub mod datadir;
 pub mod error;
 pub mod info_cmd;

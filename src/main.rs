@@ -21,8 +21,9 @@ enum Command {
     /// embedded default config (data in ./aerie-data, namespace `test`).
     Node {
         /// TOML settings (see --print-default-config); environment variables
-        /// AERIE_DATA_DIR, AERIE_NODE_ID, AERIE_ADDRESS, AERIE_PORT and
-        /// AERIE_FSYNC override it.
+        /// AERIE_DATA_DIR, AERIE_NODE_ID, AERIE_ADDRESS, AERIE_PORT,
+        /// AERIE_FSYNC, AERIE_FABRIC_ADDRESS, AERIE_FABRIC_PORT, AERIE_SEEDS,
+        /// AERIE_REPLICATION_FACTOR and AERIE_CLUSTER_SECRET_FILE override it.
         #[arg(long)]
         config: Option<std::path::PathBuf>,
         /// Print every setting with its default and exit.
@@ -36,6 +37,11 @@ enum Command {
         host: String,
         /// Info names (default: node, build, namespaces, statistics).
         names: Vec<String>,
+    },
+    /// A cluster's state: `aerie cluster status [--host H:P] [--json]`.
+    Cluster {
+        #[command(subcommand)]
+        command: aerie::cluster_cmd::ClusterCommand,
     },
     /// Load generator: YCSB A/B/C or inserts over N connections, HDR latency
     /// percentiles per operation.
@@ -111,6 +117,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Cluster { command } => exit_code(aerie::cluster_cmd::run(command)),
         Command::Wal { command } => wal_cmd::run(command),
         Command::Snapshot { command } => exit_code(snapshot_cmd::run(command)),
         Command::Restore(args) => exit_code(restore::run(args)),

@@ -341,3 +341,64 @@ async fn sigterm_hands_leaderships_off_and_loses_no_acknowledged_write() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_with_factor_three_give_every_shard_three_voters_on_three_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<(u16, u16)> = (0..5).map(|_| (free_port(), free_port())).collect();
+    let seed = ports[0].1;
+    let mut nodes = vec![NodeProcess::start_member(
+        &dir.path().join("d0"),
+        ports[0].0,
+        ports[0].1,
+        &[],
+    )];
+    for (i, &(port, fabric)) in ports.iter().enumerate().skip(1) {
+        let data = dir.path().join(format!("d{i}"));
+        nodes.push(NodeProcess::start_member(&data, port, fabric, &[seed]));
+    }
+    let addresses: Vec<String> = ports
+        .iter()
+        .map(|(p, _)| format!("127.0.0.1:{p}"))
+        .collect();
+    eventually("five members everywhere", || async {
+        let mut all = true;
+        for address in &addresses {
+            all &= info(address, "peers-clear-std")
+                .await
+                .matches("[127.0.0.1")
+                .count()
+                == 4;
+        }
+        all
+    })
+    .await;
+    eventually("every shard at three voters", || async {
+        shards(&addresses[0])
+            .await
+            .iter()
+            .all(|&(_, voters, learners)| voters == 3 && learners == 0)
+    })
+    .await;
+    assert!(
+        info(&addresses[2], "namespace/test")
+            .await
+            .contains("replication-factor=3")
+    );
+    eventually("column 0 to cover every partition once", || async {
+        masters(&addresses).await.iter().all(|&owners| owners == 1)
+    })
+    .await;
+    let client = Client::new(&ClientPolicy::default(), &addresses[3])
+        .await
+        .unwrap();
+    eventually("the client to see every node", || async {
+        client.nodes().len() == 5
+    })
+    .await;
+    let mut acked = BTreeMap::new();
+    let mut unknown = 0;
+    increment_all(&client, &mut acked, &mut unknown).await;
+    check_counters(&client, &acked, unknown).await;
+    drop(nodes);
+}
