@@ -123,30 +123,53 @@ async fn check_counters(client: &Client, acked: &BTreeMap<i64, i64>, unknown: i6
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_from_seeds_replicate_fail_over_and_catch_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+/// `n` members on free ports: the first forms the cluster, the others join
+/// through its fabric port. Returns the processes, their (service, fabric)
+/// ports and service addresses.
+fn start_cluster(
+    dir: &std::path::Path,
+    n: usize,
+) -> (Vec<NodeProcess>, Vec<(u16, u16)>, Vec<String>) {
+    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
     let seed = ports[0].1;
-    let data = |i: usize| dir.path().join(format!("d{i}"));
-    let mut nodes: Vec<Option<NodeProcess>> = vec![Some(NodeProcess::start_member(
-        &data(0),
-        ports[0].0,
-        ports[0].1,
-        &[],
-    ))];
-    for (i, &(port, fabric)) in ports.iter().enumerate().skip(1) {
-        nodes.push(Some(NodeProcess::start_member(
-            &data(i),
-            port,
-            fabric,
-            &[seed],
-        )));
-    }
-    let addresses: Vec<String> = ports
+    let nodes = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &(port, fabric))| {
+            let seeds: &[u16] = if i == 0 { &[] } else { &[seed] };
+            NodeProcess::start_member(&dir.join(format!("d{i}")), port, fabric, seeds)
+        })
+        .collect();
+    let addresses = ports
         .iter()
         .map(|(p, _)| format!("127.0.0.1:{p}"))
         .collect();
+    (nodes, ports, addresses)
+}
+
+/// Waits until every shard has `voters` voters and no learner as the first
+/// node sees it, and column 0 of all nodes covers each partition once.
+async fn wait_complete(addresses: &[String], voters: usize) {
+    eventually("every shard at its voters", || async {
+        shards(&addresses[0])
+            .await
+            .iter()
+            .all(|&(_, v, learners)| v == voters && learners == 0)
+    })
+    .await;
+    eventually("column 0 to cover every partition once", || async {
+        masters(addresses).await.iter().all(|&owners| owners == 1)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_from_seeds_replicate_fail_over_and_catch_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (started, ports, addresses) = start_cluster(dir.path(), 3);
+    let seed = ports[0].1;
+    let data = |i: usize| dir.path().join(format!("d{i}"));
+    let mut nodes: Vec<Option<NodeProcess>> = started.into_iter().map(Some).collect();
     for address in &addresses {
         eventually("every shard at three voters", || async {
             shards(address)
@@ -266,33 +289,8 @@ async fn load(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_leaderships_off_and_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let seed = ports[0].1;
-    let mut nodes = vec![NodeProcess::start_member(
-        &dir.path().join("d0"),
-        ports[0].0,
-        ports[0].1,
-        &[],
-    )];
-    for (i, &(port, fabric)) in ports.iter().enumerate().skip(1) {
-        nodes.push(NodeProcess::start_member(
-            &dir.path().join(format!("d{i}")),
-            port,
-            fabric,
-            &[seed],
-        ));
-    }
-    let addresses: Vec<String> = ports
-        .iter()
-        .map(|(p, _)| format!("127.0.0.1:{p}"))
-        .collect();
-    eventually("every shard at three voters", || async {
-        shards(&addresses[0])
-            .await
-            .iter()
-            .all(|&(_, voters, _)| voters == 3)
-    })
-    .await;
+    let (mut nodes, _, addresses) = start_cluster(dir.path(), 3);
+    wait_complete(&addresses, 3).await;
     let client = std::sync::Arc::new(
         Client::new(&ClientPolicy::default(), &addresses[1])
             .await
@@ -345,50 +343,27 @@ async fn sigterm_hands_leaderships_off_and_loses_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_with_factor_three_give_every_shard_three_voters_on_three_nodes() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<(u16, u16)> = (0..5).map(|_| (free_port(), free_port())).collect();
-    let seed = ports[0].1;
-    let mut nodes = vec![NodeProcess::start_member(
-        &dir.path().join("d0"),
-        ports[0].0,
-        ports[0].1,
-        &[],
-    )];
-    for (i, &(port, fabric)) in ports.iter().enumerate().skip(1) {
-        let data = dir.path().join(format!("d{i}"));
-        nodes.push(NodeProcess::start_member(&data, port, fabric, &[seed]));
-    }
-    let addresses: Vec<String> = ports
-        .iter()
-        .map(|(p, _)| format!("127.0.0.1:{p}"))
-        .collect();
+    let (nodes, _, addresses) = start_cluster(dir.path(), 5);
     eventually("five members everywhere", || async {
         let mut all = true;
         for address in &addresses {
-            all &= info(address, "peers-clear-std")
-                .await
-                .matches("[127.0.0.1")
-                .count()
-                == 4;
+            let peers = info(address, "peers-clear-std").await;
+            all &= peers.matches("[127.0.0.1").count() == 4;
         }
         all
     })
     .await;
-    eventually("every shard at three voters", || async {
-        shards(&addresses[0])
-            .await
-            .iter()
-            .all(|&(_, voters, learners)| voters == 3 && learners == 0)
-    })
-    .await;
-    assert!(
-        info(&addresses[2], "namespace/test")
-            .await
-            .contains("replication-factor=3")
-    );
-    eventually("column 0 to cover every partition once", || async {
-        masters(&addresses).await.iter().all(|&owners| owners == 1)
-    })
-    .await;
+    wait_complete(&addresses, 3).await;
+    let rf = info(&addresses[2], "namespace/test").await;
+    assert!(rf.contains("replication-factor=3"), "{rf}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aerie"))
+        .args(["cluster", "status", "--json", "--host", &addresses[0]])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("\"complete\": true"), "{text}");
+    assert!(text.contains("\"replication_factor\": 3"), "{text}");
     let client = Client::new(&ClientPolicy::default(), &addresses[3])
         .await
         .unwrap();

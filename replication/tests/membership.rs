@@ -7,14 +7,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use aerie_replication::membership;
 use aerie_replication::transport::LocalNetwork;
 use common::*;
-
-const WAIT: Duration = Duration::from_secs(30);
-const KEYS: u32 = 32;
 
 fn running(members: &[Member]) -> Vec<&Member> {
     members.iter().filter(|m| m.node.is_some()).collect()
@@ -22,33 +17,6 @@ fn running(members: &[Member]) -> Vec<&Member> {
 
 fn member(members: &[Member], id: u64) -> &Member {
     members.iter().find(|m| m.id == id).unwrap()
-}
-
-/// Increments every key `rounds` times through whichever member leads.
-fn write(members: &[Member], rounds: u32, acked: &mut [i64]) -> usize {
-    let mut unknown = 0;
-    for _ in 0..rounds {
-        for key in 0..KEYS {
-            match incr_anywhere(members, key, WAIT) {
-                EventOutcome::Ok(_) => acked[key as usize] += 1,
-                EventOutcome::Unknown => unknown += 1,
-                EventOutcome::Failed => panic!("no leader for key {key}"),
-            }
-        }
-    }
-    unknown
-}
-
-fn assert_counters(member: &Member, acked: &[i64], unknown: usize) {
-    for key in 0..KEYS {
-        let value = counter(member.engine(), key);
-        let floor = acked[key as usize];
-        assert!(
-            value >= floor && value <= floor + unknown as i64,
-            "member {} key {key}: {value}, acknowledged {floor}, unknown {unknown}",
-            member.id
-        );
-    }
 }
 
 /// A running member that leads `shard` (members not in the configuration

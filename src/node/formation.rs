@@ -99,39 +99,28 @@ pub fn form(config: &NodeFileConfig) -> Result<Formed> {
         fabric_addr,
         service_addr: format!("{}:{}", config.service.address, config.service.port),
     };
-    if existing {
+    let (dd, members, joining) = if existing {
         let dd = super::open_data_dir(config, None)?;
         let meta = dd.meta();
         let members = load_members(root, meta.cluster_id, &meta.cluster_name, meta.shards)?
             .unwrap_or_else(|| alone(meta, &me));
-        return Ok(Formed {
-            dd,
-            transport,
-            members,
-            me,
-            joining: false,
-        });
-    }
-    if config.cluster.seeds.is_empty() {
+        (dd, members, false)
+    } else if config.cluster.seeds.is_empty() {
         let dd = super::open_data_dir(config, Some((node_id, random_id(), config.node.shards)))?;
         let members = alone(dd.meta(), &me);
         tracing::info!(cluster_id = members.cluster_id, "formed a new cluster");
-        return Ok(Formed {
-            dd,
-            transport,
-            members,
-            me,
-            joining: false,
-        });
-    }
-    let members = join(config, &transport, &me)?;
-    let dd = super::open_data_dir(config, Some((node_id, members.cluster_id, members.shards)))?;
+        (dd, members, false)
+    } else {
+        let members = join(config, &transport, &me)?;
+        let dd = super::open_data_dir(config, Some((node_id, members.cluster_id, members.shards)))?;
+        (dd, members, true)
+    };
     Ok(Formed {
         dd,
         transport,
         members,
         me,
-        joining: true,
+        joining,
     })
 }
 
