@@ -6,20 +6,23 @@
 //! property tests of the frame and handshake decoders.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aerie_replication::fabric::format::{self, kind, lane, refused};
+use aerie_replication::fabric::format::{kind, lane, refused};
 use aerie_replication::fabric::hello::{
     self, Challenge, ClusterId, Hello, Role, Transcript, decode_refused, decode_response,
 };
 use aerie_replication::fabric::{FabricConfig, TcpTransport, frame};
 use aerie_replication::transport::{Envelope, Transport};
 use aerie_replication::{Error, HandshakeRefusal};
+use common::{read_frame, write_frame};
 use proptest::prelude::*;
 use raft::prelude::{Entry, Message, MessageType};
 
@@ -94,27 +97,6 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 fn book(peers: &[(u64, &TcpTransport)]) -> BTreeMap<u64, SocketAddr> {
     peers.iter().map(|(id, t)| (*id, t.local_addr())).collect()
-}
-
-/// Writes one frame on a plain socket.
-fn write_frame(stream: &mut TcpStream, frame_kind: u8, payload: &[u8]) {
-    stream
-        .write_all(&frame::encode(frame_kind, payload).unwrap())
-        .unwrap();
-}
-
-/// Reads one frame off a plain socket (`None` at EOF).
-fn read_frame(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    let mut header = [0u8; format::FRAME_HEADER_BYTES];
-    stream.read_exact(&mut header).ok()?;
-    let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let mut rest = vec![0u8; length + format::FRAME_TRAILER_BYTES];
-    stream.read_exact(&mut rest).ok()?;
-    let bytes = [&header[..], &rest].concat();
-    let (found, _) = frame::decode(&bytes, format::FRAME_LIMIT_BYTES)
-        .unwrap()
-        .unwrap();
-    Some((found.kind, found.payload.to_vec()))
 }
 
 fn has(transport: &TcpTransport, f: impl Fn(&HandshakeRefusal) -> bool) -> bool {

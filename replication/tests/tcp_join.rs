@@ -8,17 +8,19 @@
 //! and through `LocalNetwork`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
+mod common;
+
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aerie_replication::cluster::{MemberInfo, MemberList};
-use aerie_replication::fabric::format::{self, ANY_NODE, kind, lane, refused};
+use aerie_replication::fabric::format::{ANY_NODE, kind, lane, refused};
 use aerie_replication::fabric::hello::{Challenge, ClusterId, Hello};
-use aerie_replication::fabric::{FabricConfig, TcpTransport, frame};
+use aerie_replication::fabric::{FabricConfig, TcpTransport};
 use aerie_replication::transport::{Envelope, LocalNetwork, Transport};
 use aerie_replication::{Error, HandshakeRefusal};
+use common::{read_frame, write_frame};
 use raft::prelude::{Message, MessageType};
 
 const SECRET: &[u8] = b"the good cluster's shared secret";
@@ -94,25 +96,6 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-fn write_frame(stream: &mut TcpStream, frame_kind: u8, payload: &[u8]) {
-    stream
-        .write_all(&frame::encode(frame_kind, payload).unwrap())
-        .unwrap();
-}
-
-fn read_frame(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    let mut header = [0u8; format::FRAME_HEADER_BYTES];
-    stream.read_exact(&mut header).ok()?;
-    let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let mut rest = vec![0u8; length + format::FRAME_TRAILER_BYTES];
-    stream.read_exact(&mut rest).ok()?;
-    let bytes = [&header[..], &rest].concat();
-    let (found, _) = frame::decode(&bytes, format::FRAME_LIMIT_BYTES)
-        .unwrap()
-        .unwrap();
-    Some((found.kind, found.payload.to_vec()))
 }
 
 #[test]

@@ -354,3 +354,26 @@ pub fn assert_identical(members: &[Member]) {
         }
     }
 }
+
+/// Writes one frame on a plain socket (a peer that speaks the fabric by hand).
+pub fn write_frame(stream: &mut std::net::TcpStream, frame_kind: u8, payload: &[u8]) {
+    use std::io::Write as _;
+    let bytes = aerie_replication::fabric::frame::encode(frame_kind, payload).unwrap();
+    stream.write_all(&bytes).unwrap();
+}
+
+/// Reads one frame off a plain socket (`None` at EOF).
+pub fn read_frame(stream: &mut std::net::TcpStream) -> Option<(u8, Vec<u8>)> {
+    use aerie_replication::fabric::{format, frame};
+    use std::io::Read as _;
+    let mut header = [0u8; format::FRAME_HEADER_BYTES];
+    stream.read_exact(&mut header).ok()?;
+    let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let mut rest = vec![0u8; length + format::FRAME_TRAILER_BYTES];
+    stream.read_exact(&mut rest).ok()?;
+    let bytes = [&header[..], &rest].concat();
+    let (found, _) = frame::decode(&bytes, format::FRAME_LIMIT_BYTES)
+        .unwrap()
+        .unwrap();
+    Some((found.kind, found.payload.to_vec()))
+}
