@@ -215,7 +215,32 @@ pub fn render(server: &Server) -> String {
             "aerie_raft_is_leader{{shard=\"{shard}\"}} {}",
             u8::from(s.leader == me)
         );
+        let _ = writeln!(
+            out,
+            "aerie_shard_voters{{shard=\"{shard}\"}} {}",
+            s.voters.len()
+        );
+        let _ = writeln!(
+            out,
+            "aerie_shard_learners{{shard=\"{shard}\"}} {}",
+            s.learners.len()
+        );
+        let _ = writeln!(
+            out,
+            "aerie_shard_apply_lag_entries{{shard=\"{shard}\"}} {}",
+            s.commit.saturating_sub(s.applied)
+        );
     }
+    let _ = writeln!(
+        out,
+        "# TYPE aerie_cluster_members gauge\naerie_cluster_members {}",
+        server.cluster.members().members.len()
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE aerie_cluster_replication_factor gauge\naerie_cluster_replication_factor {}",
+        server.cluster.effective_replication_factor()
+    );
     out
 }
 
