@@ -260,6 +260,8 @@ impl Node {
             handing_off: false,
             last_tick: Instant::now(),
             last_compact: Instant::now(),
+            published_roles: Vec::new(),
+            last_published: Instant::now(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("raft-loop-{}", config.node_id))

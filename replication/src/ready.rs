@@ -70,6 +70,9 @@ pub(crate) struct ReadyLoop {
     pub handing_off: bool,
     pub last_tick: Instant,
     pub last_compact: Instant,
+    /// Leader and term per shard as last published, and when.
+    pub published_roles: Vec<(u64, u64)>,
+    pub last_published: Instant,
 }
 
 impl ReadyLoop {
@@ -101,9 +104,26 @@ impl ReadyLoop {
             {
                 self.fail_wal(&e);
             }
-            *lock(&self.status) = self.shards.iter().map(Shard::status).collect();
+            self.publish_status(tick);
         }
         self.close();
+    }
+
+    /// Publishes every shard's status for `Node::status`: at once when a
+    /// leader or term changed, else at most once a tick (building it
+    /// allocates, and a busy loop runs many rounds a tick).
+    fn publish_status(&mut self, tick: Duration) {
+        let roles: Vec<(u64, u64)> = self
+            .shards
+            .iter()
+            .map(|s| (s.raw.raft.leader_id, s.raw.raft.term))
+            .collect();
+        if roles == self.published_roles && self.last_published.elapsed() < tick {
+            return;
+        }
+        *lock(&self.status) = self.shards.iter().map(Shard::status).collect();
+        self.published_roles = roles;
+        self.last_published = Instant::now();
     }
 
     fn on_tick(&mut self, tick: Duration) {
