@@ -51,13 +51,18 @@ fn names(text: &str) -> Vec<String> {
 }
 
 /// Parses a `cluster-status` answer (see `src/node/cluster.rs`).
-pub fn parse(answer: &str, replication_factor: usize) -> Result<Status> {
+pub fn parse(answer: &str) -> Result<Status> {
     let bad = |part: &str| Error::Refused(format!("unexpected cluster-status part {part:?}"));
     let mut members = Vec::new();
+    let mut wanted = 1;
     let mut shards = Vec::new();
     for part in answer.split(';').filter(|p| !p.is_empty()) {
         if let Some(list) = part.strip_prefix("members=") {
             members = names(list);
+            continue;
+        }
+        if let Some(factor) = part.strip_prefix("replication-factor=") {
+            wanted = factor.parse().map_err(|_| bad(part))?;
             continue;
         }
         let field = |key: &str| {
@@ -75,7 +80,6 @@ pub fn parse(answer: &str, replication_factor: usize) -> Result<Status> {
             commit: number("commit=")?,
         });
     }
-    let wanted = replication_factor.min(members.len()).max(1);
     let complete = shards
         .iter()
         .all(|s| s.voters.len() == wanted && s.learners.is_empty() && s.leader != "-");
@@ -85,14 +89,6 @@ pub fn parse(answer: &str, replication_factor: usize) -> Result<Status> {
         shards,
         complete,
     })
-}
-
-fn factor(namespace_answer: &str) -> usize {
-    namespace_answer
-        .split(';')
-        .find_map(|kv| kv.strip_prefix("replication-factor="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
 }
 
 fn print_table(status: &Status) {
@@ -135,26 +131,9 @@ fn print_table(status: &Status) {
 /// Runs the command.
 pub fn run(command: ClusterCommand) -> Result<()> {
     let ClusterCommand::Status { host, json } = command;
-    let answers = crate::info_cmd::ask(&host, &["cluster-status", "namespaces"])?;
-    let value = |name: &str| {
-        answers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let namespace = value("namespaces")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .to_string();
-    let rf = factor(
-        &crate::info_cmd::ask(&host, &[&format!("namespace/{namespace}")])?
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect::<String>(),
-    );
-    let status = parse(&value("cluster-status"), rf)?;
+    let answers = crate::info_cmd::ask(&host, &["cluster-status"])?;
+    let answer: String = answers.into_iter().map(|(_, v)| v).collect();
+    let status = parse(&answer)?;
     if json {
         let text =
             serde_json::to_string_pretty(&status).map_err(|e| Error::Refused(e.to_string()))?;
@@ -171,19 +150,19 @@ mod tests {
 
     #[test]
     fn a_status_answer_parses_and_completeness_is_judged() {
-        let answer = "members=A,B,C;shard=0:leader=A:voters=A,B,C:learners=-:applied=8:commit=8;\
+        let answer = "members=A,B,C;replication-factor=3;\
+                      shard=0:leader=A:voters=A,B,C:learners=-:applied=8:commit=8;\
                       shard=1:leader=-:voters=A,B:learners=C:applied=3:commit=4";
-        let status = parse(answer, 3).unwrap();
+        let status = parse(answer).unwrap();
         assert_eq!(status.members, ["A", "B", "C"]);
         assert_eq!(status.shards.len(), 2);
         assert_eq!(status.shards[1].learners, ["C"]);
         assert!(!status.complete);
         let full = parse(
-            "members=A;shard=0:leader=A:voters=A:learners=-:applied=1:commit=1",
-            3,
+            "members=A;replication-factor=1;shard=0:leader=A:voters=A:learners=-:applied=1:commit=1",
         )
         .unwrap();
         assert!(full.complete);
-        assert!(parse("shard=x:leader=A", 3).is_err());
+        assert!(parse("shard=x:leader=A").is_err());
     }
 }

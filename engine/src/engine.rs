@@ -620,6 +620,16 @@ impl Engine {
         Ok(done)
     }
 
+    /// RAM of every namespace's primary index, bytes (what one index
+    /// checkpoint writes, about): cheap, unlike [`Engine::stats`], which
+    /// walks every index.
+    pub fn index_bytes(&self) -> u64 {
+        self.namespaces
+            .values()
+            .map(|ns| ns.read().index.memory_bytes() as u64)
+            .sum()
+    }
+
     /// Figures per namespace.
     pub fn stats(&self) -> Vec<NamespaceStats> {
         self.namespaces

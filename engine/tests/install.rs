@@ -55,15 +55,21 @@ fn block_files(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn staged_records_are_invisible_and_an_abandoned_install_leaves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(two_namespaces(dir.path())).unwrap();
+/// An engine of both namespaces with 50 records applied through log 1.
+fn filled(dir: &std::path::Path) -> Engine {
+    let engine = Engine::open(two_namespaces(dir)).unwrap();
     for i in 0..50 {
         engine
             .apply(1, u64::from(i) + 1, T0_MS, &put_int(i, 1))
             .unwrap();
     }
+    engine
+}
+
+#[test]
+fn staged_records_are_invisible_and_an_abandoned_install_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = filled(dir.path());
     engine.checkpoint().unwrap();
     let before = dump(&engine, T0_MS);
     let files = block_files(dir.path());
@@ -91,12 +97,7 @@ fn staged_records_are_invisible_and_an_abandoned_install_leaves_nothing() {
 #[test]
 fn commit_replaces_every_staged_namespace_and_claims_the_index() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(two_namespaces(dir.path())).unwrap();
-    for i in 0..50 {
-        engine
-            .apply(1, u64::from(i) + 1, T0_MS, &put_int(i, 1))
-            .unwrap();
-    }
+    let engine = filled(dir.path());
     let other_put = Command::Put(Put {
         write: Write::new(OTHER, digest(7)),
         bins: vec![Bin::new("v", Value::Int(1))],

@@ -2,6 +2,7 @@
 //! results back to waiting proposers, and scheduled snapshots taken between
 //! two entries (where the engine's view of the shard is exactly at one index).
 
+use crate::lock;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -182,10 +183,6 @@ pub struct ApplyContext {
     pub stopping: Arc<AtomicBool>,
     /// Tells the ready loop how far this shard got.
     pub notify: Box<dyn Fn(u32, u64) + Send>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// First wait before retrying an entry the engine failed to apply.

@@ -12,6 +12,7 @@
 //!   entry applied;
 //! * the engine's own poison (a failed fsync) is read from the engine.
 
+use crate::lock;
 use std::sync::Mutex;
 
 use aerie_engine::{Command, Engine};
@@ -100,10 +101,6 @@ pub struct Gate {
     disk_full: Mutex<Option<String>>,
     wal_failed: Mutex<Option<String>>,
     stalls: Vec<Mutex<Option<Stall>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Commands that free space or change nothing are let through a full disk:

@@ -93,5 +93,12 @@ pub mod storage;
 pub mod transport;
 
 pub use apply::SnapshotPolicy;
+
+/// Locks a mutex whose holders never leave its data half-changed (every
+/// critical section is short and panic-free), so a poisoned lock still
+/// guards consistent data.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 pub use error::{Error, HandshakeRefusal, Result, WireError};
 pub use node::{Node, NodeConfig, NodeParts, ReadConsistency, ShardStatus, now_ms};

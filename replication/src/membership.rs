@@ -23,8 +23,7 @@
 
 use protobuf::Message as _;
 use raft::prelude::{
-    ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry,
-    EntryType,
+    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry, EntryType,
 };
 
 use crate::error::{Error, Result};
@@ -87,13 +86,11 @@ fn decode(entry: &Entry) -> Result<Option<ConfChangeV2>> {
     };
     match entry.get_entry_type() {
         EntryType::EntryNormal => Ok(None),
-        EntryType::EntryConfChange => {
-            // A v1 change is one simple change (never joint).
-            let cc = ConfChange::parse_from_bytes(&entry.data).map_err(bad)?;
-            let mut v2 = ConfChangeV2::default();
-            v2.set_changes(vec![single(cc.node_id, cc.get_change_type())].into());
-            Ok(Some(v2))
-        }
+        // Aerie proposes only v2 changes.
+        EntryType::EntryConfChange => Err(Error::Config(format!(
+            "membership entry {} is a v1 change, which Aerie never proposes",
+            entry.index
+        ))),
         EntryType::EntryConfChangeV2 => ConfChangeV2::parse_from_bytes(&entry.data)
             .map(Some)
             .map_err(bad),

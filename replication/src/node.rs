@@ -24,8 +24,9 @@ use tokio::sync::oneshot;
 use crate::apply::{self, SnapshotPolicy};
 use crate::error::{Error, Result};
 use crate::health::{Gate, Refusal};
+use crate::lock;
 use crate::ready::ReadyLoop;
-use crate::shard::{OpenContext, lock, open_shard};
+use crate::shard::{OpenContext, open_shard};
 use crate::shards::ShardMap;
 use crate::transport::{Deliver, Envelope, Transport};
 

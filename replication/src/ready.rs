@@ -25,9 +25,10 @@ use crate::codec::{Proposal, SnapshotRef};
 use crate::error::{Error, Result};
 use crate::health::{Gate, Refusal};
 use crate::install::{self, Fetch};
+use crate::lock;
 use crate::node::{Input, NodeConfig, ShardStatus, now_ms};
 use crate::placement::Placement;
-use crate::shard::{Installing, PendingRead, Shard, lock, open_raw};
+use crate::shard::{Installing, PendingRead, Shard, open_raw};
 use crate::transport::{Envelope, Transport};
 
 /// How often the shards this node leads are moved toward the placement.
@@ -113,16 +114,18 @@ impl ReadyLoop {
     /// leader or term changed, else at most once a tick (building it
     /// allocates, and a busy loop runs many rounds a tick).
     fn publish_status(&mut self, tick: Duration) {
-        let roles: Vec<(u64, u64)> = self
-            .shards
-            .iter()
-            .map(|s| (s.raw.raft.leader_id, s.raw.raft.term))
-            .collect();
-        if roles == self.published_roles && self.last_published.elapsed() < tick {
+        let role = |s: &Shard| (s.raw.raft.leader_id, s.raw.raft.term);
+        let unchanged = self.published_roles.len() == self.shards.len()
+            && self
+                .shards
+                .iter()
+                .zip(&self.published_roles)
+                .all(|(s, published)| role(s) == *published);
+        if unchanged && self.last_published.elapsed() < tick {
             return;
         }
         *lock(&self.status) = self.shards.iter().map(Shard::status).collect();
-        self.published_roles = roles;
+        self.published_roles = self.shards.iter().map(role).collect();
         self.last_published = Instant::now();
     }
 
@@ -222,7 +225,7 @@ impl ReadyLoop {
                 continue;
             }
             let last = shard.raw.raft.raft_log.last_index();
-            if let Some(to) = crate::placement::leader_transfer(&status, placement, last) {
+            if let Some(to) = crate::placement::leader_transfer(&status, last) {
                 tracing::info!(
                     shard = shard.id,
                     to,

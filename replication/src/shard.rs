@@ -2,6 +2,7 @@
 //! apply loop, the reads waiting on it; and how a shard is opened from the
 //! WAL, its meta file, the engine and the snapshot directory.
 
+use crate::lock;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
@@ -34,10 +35,6 @@ pub const MAX_BACKLOG_BYTES: u64 = 64 << 20;
 /// Committed entries handed over per ready, in bytes (raft-rs
 /// `max_committed_size_per_ready`).
 const MAX_COMMITTED_BYTES_PER_READY: u64 = 4 << 20;
-
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// A snapshot being fetched and installed: raft's ready that carried it is
 /// held open until the engine has it.

@@ -261,12 +261,7 @@ impl raft::Storage for ShardStorage {
     }
 
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
-        let newest = self
-            .snapshots
-            .newest
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let newest = crate::lock(&self.snapshots.newest).clone();
         let wanted_from = request_index.max(self.meta.snapshot_index);
         // raft refuses a snapshot whose configuration lacks the receiver (a
         // learner added after it was taken): a newer one is needed then.

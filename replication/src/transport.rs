@@ -4,6 +4,7 @@
 //! and can drop, delay, reorder and partition messages; the TCP transport
 //! between processes is [`crate::fabric::TcpTransport`].
 
+use crate::lock;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -130,10 +131,6 @@ pub struct LocalNetwork {
     state: Arc<Mutex<NetState>>,
     delayed: Mutex<Option<SyncSender<Delayed>>>,
     delivery: Mutex<Option<JoinHandle<()>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl LocalNetwork {

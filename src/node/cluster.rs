@@ -283,7 +283,8 @@ impl Cluster {
         self.partition_generation.load(Ordering::SeqCst)
     }
 
-    /// `cluster-status`: the members (`members=<name>,...`), then per shard
+    /// `cluster-status`: the members (`members=<name>,...`), the effective
+    /// replication factor (`replication-factor=N`), then per shard
     /// `shard=N:leader=<name>:voters=<names>:learners=<names>:applied=N:commit=N`,
     /// joined by `;` (names as `node` answers them; `-` for none).
     pub fn status(&self) -> String {
@@ -296,7 +297,10 @@ impl Cluster {
             }
         };
         let members: Vec<u64> = self.members().members.iter().map(|m| m.node_id).collect();
-        let mut parts = vec![format!("members={}", names(&members))];
+        let mut parts = vec![
+            format!("members={}", names(&members)),
+            format!("replication-factor={}", self.effective_replication_factor()),
+        ];
         for s in self.node.get().map(|n| n.status()).unwrap_or_default() {
             let leader = if s.leader == 0 {
                 "-".to_string()
@@ -333,7 +337,16 @@ impl Cluster {
         }
         by_column
             .iter()
-            .map(|shards| PartitionBitmap::from_fn(|p| shards.contains(&self.map.shard_of(p))))
+            .map(|shards| {
+                let mut bitmap = PartitionBitmap::default();
+                for &shard in shards {
+                    self.map
+                        .partitions(shard)
+                        .into_iter()
+                        .for_each(|p| bitmap.set(p));
+                }
+                bitmap
+            })
             .collect()
     }
 }

@@ -123,7 +123,7 @@ pub fn spawn_watcher(
         .spawn(move || {
             let mut refused = false;
             loop {
-                let checkpoint_bytes = engine.stats().iter().map(|s| s.index_bytes).sum();
+                let checkpoint_bytes = engine.index_bytes();
                 let shortage = shortage(&policy, &dirs, checkpoint_bytes);
                 match (&shortage, refused) {
                     (Some(why), false) => tracing::warn!(reason = %why, "disk nearly full: writes refused (out of space, code 8); reads and deletes go on"),

@@ -82,11 +82,15 @@ fn start_fabric(config: &NodeFileConfig, node_id: u64) -> Result<Arc<TcpTranspor
 /// Finds (or forms, or joins) the node's cluster.
 pub fn form(config: &NodeFileConfig) -> Result<Formed> {
     let root = &config.node.data_dir;
-    let existing = root.join(CLUSTER_FILE).exists();
-    let node_id = match (existing, config.node.node_id) {
-        (true, _) => DataDir::open(root)?.meta().node_id,
-        (false, 0) => random_id(),
-        (false, id) => id,
+    let existing = if root.join(CLUSTER_FILE).exists() {
+        Some(super::open_data_dir(config)?)
+    } else {
+        None
+    };
+    let node_id = match (&existing, config.node.node_id) {
+        (Some(dd), _) => dd.meta().node_id,
+        (None, 0) => random_id(),
+        (None, id) => id,
     };
     let transport = start_fabric(config, node_id)?;
     let fabric_addr = match config.cluster.fabric_port {
@@ -99,21 +103,24 @@ pub fn form(config: &NodeFileConfig) -> Result<Formed> {
         fabric_addr,
         service_addr: format!("{}:{}", config.service.address, config.service.port),
     };
-    let (dd, members, joining) = if existing {
-        let dd = super::open_data_dir(config, None)?;
-        let meta = dd.meta();
-        let members = load_members(root, meta.cluster_id, &meta.cluster_name, meta.shards)?
-            .unwrap_or_else(|| alone(meta, &me));
-        (dd, members, false)
-    } else if config.cluster.seeds.is_empty() {
-        let dd = super::open_data_dir(config, Some((node_id, random_id(), config.node.shards)))?;
-        let members = alone(dd.meta(), &me);
-        tracing::info!(cluster_id = members.cluster_id, "formed a new cluster");
-        (dd, members, false)
-    } else {
-        let members = join(config, &transport, &me)?;
-        let dd = super::open_data_dir(config, Some((node_id, members.cluster_id, members.shards)))?;
-        (dd, members, true)
+    let (dd, members, joining) = match existing {
+        Some(dd) => {
+            let meta = dd.meta();
+            let members = load_members(root, meta.cluster_id, &meta.cluster_name, meta.shards)?
+                .unwrap_or_else(|| alone(meta, &me));
+            (dd, members, false)
+        }
+        None if config.cluster.seeds.is_empty() => {
+            let dd = super::create_data_dir(config, node_id, random_id(), config.node.shards)?;
+            let members = alone(dd.meta(), &me);
+            tracing::info!(cluster_id = members.cluster_id, "formed a new cluster");
+            (dd, members, false)
+        }
+        None => {
+            let members = join(config, &transport, &me)?;
+            let dd = super::create_data_dir(config, node_id, members.cluster_id, members.shards)?;
+            (dd, members, true)
+        }
     };
     Ok(Formed {
         dd,

@@ -52,28 +52,32 @@ pub struct Hooks {
     pub stop: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
-/// Opens the data directory, or creates it with `(node id, cluster id,
-/// shard count)` on first start. Later starts keep what it recorded.
-fn open_data_dir(config: &NodeFileConfig, new: Option<(u64, u64, u32)>) -> Result<DataDir> {
+/// Opens an existing data directory: it keeps the cluster name and id,
+/// node id and shard count it recorded; the configured namespaces must be
+/// among its own.
+fn open_data_dir(config: &NodeFileConfig) -> Result<DataDir> {
     let root = &config.node.data_dir;
-    if root.join(crate::datadir::CLUSTER_FILE).exists() {
-        let dd = DataDir::open(root)?;
-        for ns in &config.namespaces {
-            if !dd.meta().namespaces.iter().any(|n| n.name == ns.name) {
-                return Err(Error::Refused(format!(
-                    "namespace {} is configured but {} was created without it",
-                    ns.name,
-                    root.display()
-                )));
-            }
+    let dd = DataDir::open(root)?;
+    for ns in &config.namespaces {
+        if !dd.meta().namespaces.iter().any(|n| n.name == ns.name) {
+            return Err(Error::Refused(format!(
+                "namespace {} is configured but {} was created without it",
+                ns.name,
+                root.display()
+            )));
         }
-        return Ok(dd);
     }
-    let (node_id, cluster_id, shards) = new.unwrap_or((
-        crate::datadir::random_id(),
-        crate::datadir::random_id(),
-        config.node.shards,
-    ));
+    Ok(dd)
+}
+
+/// Creates the data directory of node `node_id` in cluster `cluster_id`
+/// of `shards` shards.
+fn create_data_dir(
+    config: &NodeFileConfig,
+    node_id: u64,
+    cluster_id: u64,
+    shards: u32,
+) -> Result<DataDir> {
     let meta = ClusterMeta {
         cluster_name: config.node.cluster_name.clone(),
         node_id,
@@ -81,7 +85,7 @@ fn open_data_dir(config: &NodeFileConfig, new: Option<(u64, u64, u32)>) -> Resul
         shards,
         namespaces: config.namespaces.clone(),
     };
-    Ok(DataDir::create(root, meta)?)
+    Ok(DataDir::create(&config.node.data_dir, meta)?)
 }
 
 fn open_wal(

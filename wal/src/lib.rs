@@ -311,11 +311,6 @@ impl Wal {
         self.max_entry_bytes
     }
 
-    /// Why the log refuses writes (a failed write or fdatasync), if it does.
-    pub fn poisoned(&self) -> Option<String> {
-        lock(&self.shared.poisoned).clone()
-    }
-
     pub fn stats(&self) -> WalStats {
         let stats = &self.shared.stats;
         WalStats {

@@ -19,7 +19,7 @@ use crate::fabric::format::{MAX_MEMBER_BYTES, MAX_MEMBERS_BYTES, kind, lane, ref
 use crate::fabric::handshake::Authenticated;
 use crate::fabric::hello::decode_refused;
 use crate::fabric::stats::bump;
-use crate::shard::lock;
+use crate::lock;
 
 /// What a seed answers a joiner with: the member list to send back, or
 /// `None` to refuse it. Called on a blocking thread, within the seed's

@@ -58,7 +58,7 @@ use crate::fabric::format::{ANY_NODE, FRAME_HEADER_BYTES, FRAME_TRAILER_BYTES, l
 use crate::fabric::handshake::{Authenticated, Identity};
 use crate::fabric::queue::{LaneQueue, Push};
 use crate::fabric::stats::{Counters, bump};
-use crate::shard::lock;
+use crate::lock;
 use crate::transport::{Deliver, Envelope, Transport};
 
 /// How long `stop` lets the runtime's tasks wind down.

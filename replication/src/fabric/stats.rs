@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::HandshakeRefusal;
-use crate::shard::lock;
+use crate::lock;
 
 /// Refusals remembered for `TcpTransport::recent_refusals`.
 const RECENT_REFUSALS: usize = 32;
