@@ -261,7 +261,7 @@ impl Node {
             handing_off: false,
             last_tick: Instant::now(),
             last_compact: Instant::now(),
-            published_roles: Vec::new(),
+            published_confs: Vec::new(),
             last_published: Instant::now(),
         };
         let handle = std::thread::Builder::new()

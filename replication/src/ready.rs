@@ -71,8 +71,8 @@ pub(crate) struct ReadyLoop {
     pub handing_off: bool,
     pub last_tick: Instant,
     pub last_compact: Instant,
-    /// Leader and term per shard as last published, and when.
-    pub published_roles: Vec<(u64, u64)>,
+    /// Membership entry index per shard as last published in full, and when.
+    pub published_confs: Vec<u64>,
     pub last_published: Instant,
 }
 
@@ -110,23 +110,29 @@ impl ReadyLoop {
         self.close();
     }
 
-    /// Publishes every shard's status for `Node::status`: at once when a
-    /// leader or term changed, else at most once a tick (building it
-    /// allocates, and a busy loop runs many rounds a tick).
+    /// Publishes every shard's status for `Node::status`: the indices,
+    /// leader and term every round, in place; the membership lists and the
+    /// leader's progress (which allocate) when a membership changed, else
+    /// once a tick.
     fn publish_status(&mut self, tick: Duration) {
-        let role = |s: &Shard| (s.raw.raft.leader_id, s.raw.raft.term);
-        let unchanged = self.published_roles.len() == self.shards.len()
-            && self
+        let conf_index = |s: &Shard| s.raw.store().meta().conf_index();
+        let mut published = lock(&self.status);
+        let stale = published.len() != self.shards.len()
+            || self.last_published.elapsed() >= tick
+            || self
                 .shards
                 .iter()
-                .zip(&self.published_roles)
-                .all(|(s, published)| role(s) == *published);
-        if unchanged && self.last_published.elapsed() < tick {
+                .zip(&self.published_confs)
+                .any(|(s, &c)| conf_index(s) != c);
+        if stale {
+            *published = self.shards.iter().map(Shard::status).collect();
+            self.published_confs = self.shards.iter().map(conf_index).collect();
+            self.last_published = Instant::now();
             return;
         }
-        *lock(&self.status) = self.shards.iter().map(Shard::status).collect();
-        self.published_roles = self.shards.iter().map(role).collect();
-        self.last_published = Instant::now();
+        for (shard, status) in self.shards.iter().zip(published.iter_mut()) {
+            shard.refresh_status(status);
+        }
     }
 
     fn on_tick(&mut self, tick: Duration) {

@@ -96,18 +96,30 @@ impl Shard {
         } else {
             Vec::new()
         };
-        ShardStatus {
+        let mut status = ShardStatus {
             shard: self.id,
-            leader: self.raw.raft.leader_id,
-            term: self.raw.raft.term,
-            applied: self.applied.load(Ordering::SeqCst),
-            commit: self.raw.raft.raft_log.committed,
-            compacted: self.raw.store().meta().snapshot_index,
+            leader: 0,
+            term: 0,
+            applied: 0,
+            commit: 0,
+            compacted: 0,
             voters: conf.voters,
             learners: conf.learners,
             voters_outgoing: conf.voters_outgoing,
             progress,
-        }
+        };
+        self.refresh_status(&mut status);
+        status
+    }
+
+    /// Updates the indices, leader and term of a published status in place
+    /// (no allocation; the membership lists are refreshed by `status`).
+    pub fn refresh_status(&self, status: &mut ShardStatus) {
+        status.leader = self.raw.raft.leader_id;
+        status.term = self.raw.raft.term;
+        status.applied = self.applied.load(Ordering::SeqCst);
+        status.commit = self.raw.raft.raft_log.committed;
+        status.compacted = self.raw.store().meta().snapshot_index;
     }
 
     /// Fails what waits on leadership once it is lost: proposals are in the
