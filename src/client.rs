@@ -34,6 +34,16 @@ impl Connection {
         })
     }
 
+    /// Whether the peer has not closed this idle connection (nor sent
+    /// anything unasked): checked without waiting.
+    pub fn looks_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(
+            self.stream.try_read(&mut probe),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock
+        ) && self.buf.is_empty()
+    }
+
     /// Sends encoded frames.
     pub async fn send(&mut self, frames: &[u8]) -> io::Result<()> {
         self.stream.write_all(frames).await

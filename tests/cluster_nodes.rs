@@ -2,8 +2,9 @@
 //! shows, driven by the official `aerospike` Rust client: every shard gets
 //! three voters, a client seeded with one node finds them all, column 0 of
 //! the nodes' `replicas` covers every partition exactly once, a SIGKILLed
-//! node's shards get new leaders and lose no acknowledged increment, and the
-//! node catches up when it comes back.
+//! node's shards get new leaders and lose no acknowledged increment, the
+//! node catches up when it comes back, a graceful stop costs no client
+//! error, and every node answers writes for every shard (proxying them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -94,6 +95,7 @@ async fn increment_all(client: &Client, acked: &mut BTreeMap<i64, i64>, unknown:
                     break;
                 }
                 Err(e) if e.in_doubt() || e.is_client_timeout() => {
+                    eprintln!("key {k}: in doubt: {e}");
                     *unknown += 1;
                     break;
                 }
@@ -111,9 +113,13 @@ async fn check_counters(client: &Client, acked: &BTreeMap<i64, i64>, unknown: i6
         let record = client
             .get(&ReadPolicy::default(), &as_key!("test", "c", k), Bins::All)
             .await;
-        let value = match record.unwrap().bins.get("n") {
-            Some(Value::Int(v)) => *v,
-            other => panic!("key {k}: {other:?}"),
+        // A key whose only write was in doubt and did not apply is absent.
+        let value = match record {
+            Err(e) if e.server_result_code() == Some(aerospike::ResultCode::KeyNotFoundError) => 0,
+            record => match record.unwrap().bins.get("n") {
+                Some(Value::Int(v)) => *v,
+                other => panic!("key {k}: {other:?}"),
+            },
         };
         let floor = acked.get(&k).copied().unwrap_or(0);
         assert!(
@@ -287,7 +293,7 @@ async fn load(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_hands_leaderships_off_and_loses_no_acknowledged_write() {
+async fn sigterm_hands_leaderships_off_and_costs_clients_no_error() {
     let dir = tempfile::tempdir().unwrap();
     let (mut nodes, _, addresses) = start_cluster(dir.path(), 3);
     wait_complete(&addresses, 3).await;
@@ -313,14 +319,16 @@ async fn sigterm_hands_leaderships_off_and_loses_no_acknowledged_write() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (acked, errors) = writer.await.unwrap();
     let total: i64 = acked.values().sum();
-    assert!(total > 50, "the load barely ran: {acked:?}");
-    // Not yet met: the issue asks for no client error at all. A write the
-    // stopping leader drops while handing off (raft drops proposals during
-    // a transfer, forwarded ones silently) still reaches a client as a
-    // timeout; the count is printed, every acknowledged write is checked.
-    eprintln!(
-        "{total} increments acknowledged, {} client errors across the graceful stop",
-        errors.len()
+    assert!(
+        total > 50,
+        "the load barely ran: {acked:?}, errors {errors:?}"
+    );
+    // Leaderships handed off, requests on the stopping node proxied to the
+    // new leaders until it closes: a rolling restart costs no client error.
+    eprintln!("{total} increments acknowledged across the graceful stop");
+    assert!(
+        errors.is_empty(),
+        "client errors across a graceful stop: {errors:?}"
     );
     for (k, n) in &acked {
         let record = client
@@ -331,12 +339,7 @@ async fn sigterm_hands_leaderships_off_and_loses_no_acknowledged_write() {
             Some(Value::Int(v)) => *v,
             other => panic!("key {k}: {other:?}"),
         };
-        // In-doubt increments may have applied too.
-        let doubtful = errors.len() as i64;
-        assert!(
-            value >= *n && value <= n + doubtful,
-            "key {k}: {value}, acknowledged {n}"
-        );
+        assert_eq!(value, *n, "key {k}");
     }
 }
 
@@ -375,5 +378,43 @@ async fn five_nodes_with_factor_three_give_every_shard_three_voters_on_three_nod
     let mut unknown = 0;
     increment_all(&client, &mut acked, &mut unknown).await;
     check_counters(&client, &acked, unknown).await;
+    every_node_takes_writes_for_every_shard(&client, &addresses).await;
     drop(nodes);
+}
+
+/// `aerie bench` sends every request to the one node it is given, whatever
+/// the partition map says: each node must answer writes for shards it does
+/// not lead (proxied to their leaders) and for shards it holds no replica of.
+async fn every_node_takes_writes_for_every_shard(client: &Client, addresses: &[String]) {
+    const BENCH_KEYS: i64 = 200;
+    for (i, address) in addresses.iter().enumerate() {
+        let set = format!("entry{i}");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_aerie"))
+            .args([
+                "bench",
+                "--workload",
+                "insert",
+                "--connections",
+                "4",
+                "--host",
+                address,
+            ])
+            .args(["--set", &set, "--keys", &BENCH_KEYS.to_string()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.contains(" 0 errors"),
+            "writes through {address}: {text}"
+        );
+        for k in 0..BENCH_KEYS {
+            let key = as_key!("test", set.as_str(), k);
+            let record = client.get(&ReadPolicy::default(), &key, Bins::All).await;
+            assert!(
+                record.is_ok(),
+                "key {k} written through {address}: {record:?}"
+            );
+        }
+    }
 }

@@ -39,13 +39,12 @@ impl<T> Callback<T> {
 /// errors come as `Error::Engine`) or why there is none.
 pub type Reply = Callback<Outcome>;
 
-/// A proposal this node made and is waiting on.
+/// A proposal this node made as leader and is waiting on.
 pub struct Waiter {
     /// Where it was appended: the index and term this node's raft gave it
-    /// as leader (an entry at `index` of another term is not this proposal:
-    /// it was overwritten, or replayed from an earlier boot, whatever its
-    /// proposal id says), or, for a proposal raft forwarded to the leader,
-    /// unknown.
+    /// (an entry at `index` of another term is not this proposal: it was
+    /// overwritten, or replayed from an earlier boot, whatever its proposal
+    /// id says).
     pub at: Appended,
     /// The proposer.
     pub reply: Reply,
@@ -53,18 +52,11 @@ pub struct Waiter {
 
 /// Where a waiting proposal was appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Appended {
-    /// Here, as leader, at this index and term.
-    At {
-        /// Index.
-        index: u64,
-        /// Term.
-        term: u64,
-    },
-    /// Forwarded by this follower to the leader at this time: matched by
-    /// its proposal id alone (unique across nodes and boots), answered in
-    /// doubt if it has not applied within the node's forward wait.
-    Forwarded(std::time::Instant),
+pub struct Appended {
+    /// Index.
+    pub index: u64,
+    /// Term.
+    pub term: u64,
 }
 
 /// The proposals of one shard in flight on this node, by proposal id.
@@ -87,29 +79,10 @@ impl Pending {
     /// term)`.
     fn take(&mut self, proposal_id: u64, index: u64, term: u64) -> Option<Waiter> {
         let waiter = self.by_id.get(&proposal_id)?;
-        match waiter.at {
-            Appended::At { index: i, term: t } if (i, t) != (index, term) => return None,
-            _ => {}
+        if waiter.at != (Appended { index, term }) {
+            return None;
         }
         self.by_id.remove(&proposal_id)
-    }
-
-    /// Answers forwarded proposals older than `max_wait` in doubt (they may
-    /// still apply; the proposer stops waiting).
-    pub fn expire_forwarded(&mut self, max_wait: std::time::Duration, shard: u32) {
-        let late: Vec<u64> = self
-            .by_id
-            .iter()
-            .filter(
-                |(_, w)| matches!(w.at, Appended::Forwarded(since) if since.elapsed() >= max_wait),
-            )
-            .map(|(id, _)| *id)
-            .collect();
-        for id in late {
-            if let Some(w) = self.by_id.remove(&id) {
-                w.reply.send(Err(Error::InDoubt(shard)));
-            }
-        }
     }
 
     /// Fails waiters whose index is applied without their proposal: another
@@ -118,7 +91,7 @@ impl Pending {
         let gone: Vec<u64> = self
             .by_id
             .iter()
-            .filter(|(_, w)| matches!(w.at, Appended::At { index, .. } if index <= applied))
+            .filter(|(_, w)| w.at.index <= applied)
             .map(|(id, _)| *id)
             .collect();
         for id in gone {

@@ -450,6 +450,15 @@ impl Node {
             .map_or(0, |s| s.leader)
     }
 
+    /// Whether this node holds a replica of `shard` (voter or learner): a
+    /// node that does not cannot know its leader from raft.
+    pub fn is_member(&self, shard: u32) -> bool {
+        let me = self.config.node_id;
+        lock(&self.status).get(shard as usize).is_some_and(|s| {
+            s.voters.contains(&me) || s.learners.contains(&me) || s.voters_outgoing.contains(&me)
+        })
+    }
+
     /// The write refusals: the node's disk watcher sets the out-of-space one.
     pub fn gate(&self) -> &Arc<Gate> {
         &self.gate
@@ -501,9 +510,8 @@ const PROPOSAL_COUNTER_BITS: u32 = 44;
 /// The first proposal id of this boot: a hash of the node id in the top 20
 /// bits, the boot time in µs (mod 2^44, about 203 days) below, counting up
 /// from there. Unique across restarts (unless the clock goes back) and,
-/// barring a 20-bit hash collision, across nodes: a follower matches a
-/// proposal it forwarded to the leader by this id alone. A leader's waiters
-/// also check the entry's index and term.
+/// barring a 20-bit hash collision, across nodes. Waiters also check the
+/// entry's index and term.
 fn first_proposal_id(node_id: u64) -> u64 {
     let boot_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -33,6 +33,12 @@ use crate::transport::{Envelope, Transport};
 
 /// How often the shards this node leads are moved toward the placement.
 const PLACEMENT_INTERVAL_MS: u64 = 200;
+/// The placement hands a shard's leadership to one voter at most this often.
+/// A transfer drops the shard's proposals until it completes or times out
+/// (an election timeout), and a voter may never take it: a stopping node
+/// ignores it, and asking it again every round would stop the shard's
+/// writes for as long as that node lingers.
+const TRANSFER_RETRY_MS: u64 = 30_000;
 /// Inputs taken per loop round before the readies are processed.
 const MAX_INPUTS_PER_ROUND: usize = 4096;
 /// Attempts at fetching and installing one snapshot before raft is rebuilt
@@ -139,7 +145,6 @@ impl ReadyLoop {
         let max_wait = Duration::from_millis(self.config.max_read_wait_ms);
         for shard in &mut self.shards {
             shard.expire_reads(max_wait, tick * 2);
-            lock(&shard.pending).expire_forwarded(max_wait, shard.id);
             // An apply notification lost to a full input queue delays a read
             // by one tick at most.
             shard.complete_reads(&self.gate);
@@ -231,12 +236,19 @@ impl ReadyLoop {
                 continue;
             }
             let last = shard.raw.raft.raft_log.last_index();
-            if let Some(to) = crate::placement::leader_transfer(&status, last) {
+            let Some(to) = crate::placement::leader_transfer(&status, last) else {
+                continue;
+            };
+            let retry = Duration::from_millis(TRANSFER_RETRY_MS);
+            let asked_lately = matches!(shard.last_transfer,
+                Some((target, at)) if target == to && at.elapsed() < retry);
+            if !asked_lately && shard.raw.raft.lead_transferee.is_none() {
                 tracing::info!(
                     shard = shard.id,
                     to,
                     "placement: handing leadership to the preferred voter"
                 );
+                shard.last_transfer = Some((to, Instant::now()));
                 shard.raw.transfer_leader(to);
             }
         }
@@ -350,9 +362,11 @@ impl ReadyLoop {
 
     /// Why a proposal must be refused before it is appended, if it must.
     fn refusal(&self, shard: &Shard, command: &Command) -> Option<Error> {
-        // A follower forwards to a leader it knows (raft does); with none
-        // known, or while installing a snapshot, nothing can be proposed.
-        if shard.raw.raft.leader_id == 0 || shard.is_frozen() {
+        // Only the leader proposes: a follower's caller is told who leads
+        // (the node layer proxies the request there), so every waiter knows
+        // its entry's index and term and none waits on a forward raft may
+        // have dropped unseen (a leader transfer drops proposals).
+        if !shard.is_leader() || shard.is_frozen() {
             return Some(Error::NotLeader {
                 shard: shard.id,
                 leader: shard.raw.raft.leader_id,
@@ -411,13 +425,9 @@ impl ReadyLoop {
             reply.send(Err(Error::Dropped(shard_id)));
             return;
         }
-        let at = if shard.is_leader() {
-            Appended::At {
-                index: shard.raw.raft.raft_log.last_index(),
-                term: shard.raw.raft.term,
-            }
-        } else {
-            Appended::Forwarded(Instant::now())
+        let at = Appended {
+            index: shard.raw.raft.raft_log.last_index(),
+            term: shard.raw.raft.term,
         };
         lock(&shard.pending).by_id.insert(id, Waiter { at, reply });
     }

@@ -71,6 +71,9 @@ pub struct Shard {
     pub was_leader: bool,
     /// The commit index moved after the last hard state written.
     pub commit_unsaved: bool,
+    /// The last leadership transfer the placement asked for here: to whom,
+    /// and when.
+    pub last_transfer: Option<(u64, Instant)>,
 }
 
 impl Shard {
@@ -386,6 +389,7 @@ pub fn open_shard(ctx: &OpenContext<'_>, shard: u32) -> Result<(Shard, JoinHandl
         retry_install_at: None,
         was_leader: false,
         commit_unsaved: false,
+        last_transfer: None,
     };
     Ok((shard, worker))
 }

@@ -37,9 +37,7 @@ pub const MEMBERS_FILE: &str = "members.toml";
 /// (a member that missed a push, or restarted, catches up).
 const GOSSIP_INTERVAL_MS: u64 = 2_000;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use super::lock;
 
 /// `members.toml`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -231,6 +229,15 @@ impl Cluster {
     /// `peers-generation`: the member list's version.
     pub fn peers_generation(&self) -> u64 {
         lock(&self.list).version
+    }
+
+    /// Where member `node_id` serves clients, if it is a member.
+    pub fn service_address(&self, node_id: u64) -> Option<String> {
+        lock(&self.list)
+            .members
+            .iter()
+            .find(|m| m.node_id == node_id)
+            .map(|m| m.service_addr.clone())
     }
 
     /// `peers-clear-std`: every other member's service address.

@@ -196,6 +196,13 @@ impl Default for MetricsSection {
 pub struct RaftSection {
     /// One raft tick, ms.
     pub tick_interval_ms: u64,
+    /// A follower that heard nothing from its leader for this long (raft
+    /// randomizes it up to twice as long) starts an election; a leader that
+    /// heard from no majority for this long steps down. A multiple of the tick.
+    pub election_timeout_ms: u64,
+    /// A leader's heartbeat period; a multiple of the tick, below the
+    /// election timeout.
+    pub heartbeat_interval_ms: u64,
     /// Snapshot a shard every this many applied entries (0 = never).
     pub snapshot_every_entries: u64,
     /// Snapshot a shard after this many bytes of applied entries (0 = never).
@@ -250,6 +257,10 @@ impl Default for RaftSection {
     fn default() -> Self {
         RaftSection {
             tick_interval_ms: 50,
+            // 400 to 800 ms to a new election: the failover bench's p99 of
+            // kill to first write stays under 1 s (README, failover).
+            election_timeout_ms: 400,
+            heartbeat_interval_ms: 50,
             snapshot_every_entries: 100_000,
             snapshot_every_bytes: 256 << 20,
             snapshot_every_ms: 3_600_000,
@@ -369,9 +380,30 @@ impl NodeFileConfig {
         if self.disk.min_avail_pct > 50 {
             return Err("disk.min_avail_pct must be at most 50".into());
         }
+        self.raft_ticks()?;
         self.fsync()?;
         self.io_backend()?;
         Ok(())
+    }
+
+    /// (election, heartbeat) in ticks of `raft.tick_interval_ms`.
+    pub fn raft_ticks(&self) -> Result<(usize, usize), String> {
+        let raft = &self.raft;
+        if raft.tick_interval_ms == 0 {
+            return Err("raft.tick_interval_ms must be at least 1".into());
+        }
+        let ticks = |ms: u64| usize::try_from(ms / raft.tick_interval_ms).unwrap_or(usize::MAX);
+        let (election, heartbeat) = (
+            ticks(raft.election_timeout_ms),
+            ticks(raft.heartbeat_interval_ms),
+        );
+        if heartbeat == 0 || election <= heartbeat {
+            return Err(format!(
+                "raft: heartbeat_interval_ms {} must be at least one tick ({} ms) and election_timeout_ms {} more than one heartbeat",
+                raft.heartbeat_interval_ms, raft.tick_interval_ms, raft.election_timeout_ms
+            ));
+        }
+        Ok((election, heartbeat))
     }
 
     /// The address other nodes reach this one at.

@@ -29,6 +29,7 @@ use tokio::sync::oneshot;
 
 use super::convert::{self, Queued, engine_code, replication_code, value_out};
 use super::metrics::CommandMetrics;
+use super::proxy::{self, Relay};
 
 /// Indices into `metrics::COMMANDS`.
 const READ: usize = 0;
@@ -61,6 +62,8 @@ pub struct Server {
     pub budget: super::budget::Budget,
     /// The members, and what clients are told of them.
     pub cluster: std::sync::Arc<super::cluster::Cluster>,
+    /// Connections to the shard leaders, for requests that reach a follower.
+    pub proxy: proxy::Proxy,
 }
 
 /// Longest a compressed message waits for room to inflate; then it is
@@ -68,6 +71,40 @@ pub struct Server {
 const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
 
 type Io = std::io::Result<()>;
+
+/// What a client connection is.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    /// Opened by another node's proxy ([`proxy::PROXY_HELLO`]): a request
+    /// this node cannot run is answered, never proxied again.
+    pub from_proxy: bool,
+}
+
+/// Why a single-record command was not answered here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// The answer, an error code.
+    Code(ResultCode),
+    /// This node does not lead the shard; this node does. Nothing ran.
+    LeaderElsewhere(u64),
+}
+
+impl Refused {
+    /// The code for a request that cannot be proxied (a batch row, a scan
+    /// partition): not run here, to be asked of its leader.
+    fn code(self) -> ResultCode {
+        match self {
+            Refused::Code(code) => code,
+            Refused::LeaderElsewhere(_) => ResultCode::Unavailable,
+        }
+    }
+}
+
+impl From<ResultCode> for Refused {
+    fn from(code: ResultCode) -> Refused {
+        Refused::Code(code)
+    }
+}
 
 fn encode_or_log(result: aerie_protocol::Result<()>) {
     if let Err(e) = result {
@@ -149,13 +186,14 @@ impl Server {
     pub async fn handle<W: AsyncWrite + Unpin>(
         &self,
         frame: Frame<'_>,
+        conn: &mut ConnState,
         out: &mut Vec<u8>,
         writer: &mut W,
     ) -> Io {
         match frame.header.msg_type {
             MessageType::Info => {
                 let started = Instant::now();
-                self.info(frame.body, out).await;
+                self.info(frame.body, conn, out).await;
                 self.metrics.record(INFO, started.elapsed(), false);
                 Ok(())
             }
@@ -167,7 +205,7 @@ impl Server {
                 ));
                 Ok(())
             }
-            MessageType::AsMsg => self.as_msg(frame.body, out, writer).await,
+            MessageType::AsMsg => self.as_msg(frame.body, conn, out, writer).await,
             MessageType::Compressed => {
                 // The inflated copy is reserved from the budget first.
                 let mut held = self.budget.holder();
@@ -183,7 +221,7 @@ impl Server {
                 };
                 match compress::inner_frame(&inflated, &self.limits) {
                     Ok(inner) if inner.header.msg_type == MessageType::AsMsg => {
-                        Box::pin(self.as_msg(inner.body, out, writer)).await
+                        Box::pin(self.as_msg(inner.body, conn, out, writer)).await
                     }
                     Ok(_) => self.error(out, ResultCode::Parameter),
                     Err(e) => self.error(out, e.result_code()),
@@ -200,12 +238,13 @@ impl Server {
     async fn as_msg<W: AsyncWrite + Unpin>(
         &self,
         body: &[u8],
+        conn: &ConnState,
         out: &mut Vec<u8>,
         writer: &mut W,
     ) -> Io {
         match Request::decode(body, &self.limits) {
             Ok(Request::Record(request)) => {
-                self.record(&request, out).await;
+                self.record(&request, body, conn, out).await;
                 Ok(())
             }
             Ok(Request::Batch(request)) => {
@@ -246,13 +285,24 @@ impl Server {
 
     /// Waits until a read of `shard` here is linearizable. Reads change
     /// nothing, so every failure is exact.
-    async fn read_barrier(&self, shard: u32, deadline: &Deadline) -> Result<(), ResultCode> {
+    async fn read_barrier(&self, shard: u32, deadline: &Deadline) -> Result<(), Refused> {
+        use aerie_replication::Error as E;
         let give_up = deadline.give_up();
         loop {
             match self.read_barrier_once(shard, deadline).await {
+                Err(E::NotLeader { leader: 0, .. }) if !self.node.is_member(shard) => {
+                    if let Some(leader) = self.hinted_leader(shard, give_up).await {
+                        return Err(Refused::LeaderElsewhere(leader));
+                    }
+                    let pause = Duration::from_millis(NO_LEADER_RETRY_MS);
+                    if Instant::now() + pause >= give_up {
+                        return Err(ResultCode::Unavailable.into());
+                    }
+                    tokio::time::sleep(pause).await;
+                }
                 Err(e) if retry_later(&e, give_up).await => continue,
-                Err(e) => return Err(replication_code(&e, Queued::Nothing)),
-                Ok(answer) => return answer,
+                Err(e) => return Err(replication_code(&e, Queued::Nothing).into()),
+                Ok(answer) => return Ok(answer?),
             }
         }
     }
@@ -279,31 +329,70 @@ impl Server {
     /// Proposes a command to its shard and waits for the engine's outcome.
     /// A proposal that surely did not run because the shard has no leader
     /// right now (an election, a hand-off) is tried again until the
-    /// deadline: the client gets an answer, not a retryable error.
+    /// deadline: the client gets an answer, not a retryable error. One that
+    /// finds another node leading is handed back to be proxied there.
     async fn propose(
         &self,
         shard: u32,
         command: Command,
         deadline: &Deadline,
-    ) -> Result<aerie_engine::Outcome, ResultCode> {
+    ) -> Result<aerie_engine::Outcome, Refused> {
+        use aerie_replication::Error as E;
         let give_up = deadline.give_up();
         loop {
-            let outcome = match self.node.propose(shard, command.clone()) {
-                Ok(outcome) => outcome,
-                Err(e) if retry_later(&e, give_up).await => continue,
-                Err(e) => return Err(replication_code(&e, Queued::Nothing)),
+            let (result, queued) = match self.node.propose(shard, command.clone()) {
+                Ok(outcome) => match deadline.wait(outcome).await? {
+                    Ok(result) => (result, Queued::Write),
+                    // Dropped without an answer: the entry may be in the log.
+                    Err(_) => return Err(ResultCode::Timeout.into()),
+                },
+                Err(e) => (Err(e), Queued::Nothing),
             };
-            match deadline.wait(outcome).await? {
-                Ok(Ok(outcome)) => return Ok(outcome),
-                Ok(Err(e)) if retry_later(&e, give_up).await => continue,
-                Ok(Err(e)) => return Err(replication_code(&e, Queued::Write)),
-                // Dropped without an answer: the entry may be in the log.
-                Err(_) => return Err(ResultCode::Timeout),
+            match result {
+                Ok(outcome) => return Ok(outcome),
+                Err(E::NotLeader { leader, .. }) if leader != 0 && leader != self.node_id => {
+                    return Err(Refused::LeaderElsewhere(leader));
+                }
+                Err(E::NotLeader { leader: 0, .. }) if !self.node.is_member(shard) => {
+                    if let Some(leader) = self.hinted_leader(shard, give_up).await {
+                        return Err(Refused::LeaderElsewhere(leader));
+                    }
+                    let pause = Duration::from_millis(NO_LEADER_RETRY_MS);
+                    if Instant::now() + pause >= give_up {
+                        return Err(ResultCode::Unavailable.into());
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) if retry_later(&e, give_up).await => continue,
+                Err(e) => return Err(replication_code(&e, queued).into()),
             }
         }
     }
 
-    async fn record(&self, req: &RecordRequest<'_>, out: &mut Vec<u8>) {
+    /// The leader of a shard this node holds no replica of, as the other
+    /// members say (not this node itself: it would loop).
+    async fn hinted_leader(&self, shard: u32, give_up: Instant) -> Option<u64> {
+        let peers: Vec<(u64, String)> = self
+            .cluster
+            .members()
+            .members
+            .iter()
+            .filter(|m| m.node_id != self.node_id)
+            .map(|m| (m.node_id, m.service_addr.clone()))
+            .collect();
+        self.proxy
+            .leader_hint(shard, &peers, give_up)
+            .await
+            .filter(|&leader| leader != self.node_id)
+    }
+
+    async fn record(
+        &self,
+        req: &RecordRequest<'_>,
+        body: &[u8],
+        conn: &ConnState,
+        out: &mut Vec<u8>,
+    ) {
         let started = Instant::now();
         let deadline = Deadline::total(req.timeout_ms());
         let command = req.command();
@@ -312,12 +401,56 @@ impl Server {
             Ok(RecordCommand::Delete) => DELETE,
             _ => READ,
         };
-        let result = self.run_record(req, command, &deadline, out).await;
+        let result = self
+            .record_here_or_there(req, body, conn, &deadline, out)
+            .await;
         // A missing record is an answer, not a failure of the server.
         let failed = result.is_err_and(|c| c != ResultCode::NotFound);
         self.metrics.record(kind, started.elapsed(), failed);
         if let Err(code) = result {
             encode_or_log(encode_record_response(out, code, 0, 0, &[]));
+        }
+    }
+
+    /// Runs the command here, or, while another node leads its shard,
+    /// proxies it there (one hop: not for a proxy's own requests), until
+    /// it is answered or the deadline passes.
+    async fn record_here_or_there(
+        &self,
+        req: &RecordRequest<'_>,
+        body: &[u8],
+        conn: &ConnState,
+        deadline: &Deadline,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ResultCode> {
+        let give_up = deadline.give_up();
+        loop {
+            let leader = match self.run_record(req, req.command(), deadline, out).await {
+                Ok(()) => return Ok(()),
+                Err(Refused::Code(code)) => return Err(code),
+                // The proxy routes it again: this answer says it did not run.
+                Err(Refused::LeaderElsewhere(_)) if conn.from_proxy => {
+                    return Err(ResultCode::Unavailable);
+                }
+                Err(Refused::LeaderElsewhere(leader)) => leader,
+            };
+            let Some(address) = self.cluster.service_address(leader) else {
+                return Err(ResultCode::Unavailable);
+            };
+            match self.proxy.forward(&address, body, give_up).await {
+                Relay::Answer(answer) => {
+                    out.extend_from_slice(&answer);
+                    return Ok(());
+                }
+                Relay::InDoubt => return Err(ResultCode::Timeout),
+                Relay::NotRun => {
+                    let pause = Duration::from_millis(NO_LEADER_RETRY_MS);
+                    if Instant::now() + pause >= give_up {
+                        return Err(ResultCode::Unavailable);
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+            }
         }
     }
 
@@ -327,9 +460,9 @@ impl Server {
         command: aerie_protocol::Result<RecordCommand>,
         deadline: &Deadline,
         out: &mut Vec<u8>,
-    ) -> Result<(), ResultCode> {
+    ) -> Result<(), Refused> {
         if !self.has_namespace(req.namespace) {
-            return Err(ResultCode::Namespace);
+            return Err(ResultCode::Namespace.into());
         }
         let command = command.map_err(|e| e.result_code())?;
         key_matches_digest(req)?;
@@ -345,7 +478,7 @@ impl Server {
         req: &RecordRequest<'_>,
         deadline: &Deadline,
         out: &mut Vec<u8>,
-    ) -> Result<(), ResultCode> {
+    ) -> Result<(), Refused> {
         support::read(req)?;
         let info1 = req.header.info1;
         let selection = if info1.contains(Info1::GET_NO_BINS) {
@@ -353,7 +486,7 @@ impl Server {
         } else if info1.contains(Info1::GET_ALL) {
             BinSelection::All
         } else if req.ops.is_empty() {
-            return Err(ResultCode::Parameter);
+            return Err(ResultCode::Parameter.into());
         } else {
             BinSelection::Named(req.ops.iter().map(|op| op.name.to_string()).collect())
         };
@@ -383,17 +516,17 @@ impl Server {
         req: &RecordRequest<'_>,
         deadline: &Deadline,
         out: &mut Vec<u8>,
-    ) -> Result<(), ResultCode> {
+    ) -> Result<(), Refused> {
         support::write(req)?;
         let get_all = req.header.info1.contains(Info1::GET_ALL);
         let respond_all = req.header.info2.contains(Info2::RESPOND_ALL_OPS);
         if req.ops.is_empty() || (get_all && respond_all) {
-            return Err(ResultCode::Parameter);
+            return Err(ResultCode::Parameter.into());
         }
         // Bins this large cannot make a record under the limit; refusing
         // here keeps them out of the log (and the WAL's entry limit).
         if write_size_bytes(req) > self.record_size_limit_bytes(req.namespace) {
-            return Err(ResultCode::RecordTooBig);
+            return Err(ResultCode::RecordTooBig.into());
         }
         let ops = req
             .ops
@@ -423,7 +556,7 @@ impl Server {
         req: &RecordRequest<'_>,
         deadline: &Deadline,
         out: &mut Vec<u8>,
-    ) -> Result<(), ResultCode> {
+    ) -> Result<(), Refused> {
         support::delete(req)?;
         let command = Command::Delete {
             namespace: req.namespace.to_string(),
@@ -436,7 +569,7 @@ impl Server {
         Ok(())
     }
 
-    async fn info(&self, body: &[u8], out: &mut Vec<u8>) {
+    async fn info(&self, body: &[u8], conn: &mut ConnState, out: &mut Vec<u8>) {
         let request = match InfoRequest::parse(body) {
             Ok(request) => request,
             Err(_) => {
@@ -446,7 +579,15 @@ impl Server {
         };
         let mut answers = Vec::with_capacity(request.commands.len());
         for command in &request.commands {
-            answers.push((command.line, self.info_answer(command).await));
+            let answer = if command.name == proxy::PROXY_HELLO {
+                conn.from_proxy = true;
+                "ok".to_string()
+            } else if command.name == proxy::LEADS {
+                self.led_shards()
+            } else {
+                self.info_answer(command, conn).await
+            };
+            answers.push((command.line, answer));
         }
         let mut writer = InfoResponseWriter::new(out);
         for (line, answer) in &answers {
@@ -455,7 +596,7 @@ impl Server {
         encode_or_log(writer.finish());
     }
 
-    async fn info_answer(&self, command: &info::InfoCommand<'_>) -> String {
+    async fn info_answer(&self, command: &info::InfoCommand<'_>, conn: &ConnState) -> String {
         let ns_list = || self.namespaces.join(";");
         match command.name {
             names::NODE => info::node_name(self.node_id),
@@ -482,7 +623,7 @@ impl Server {
             names::VERSION => info::version_answer("Aerie", info::BUILD_VERSION),
             names::EDITION => "Aerie".into(),
             "features" => "batch-any;batch-index;float;geo;peers;pipelining;pscans;replicas;truncate-namespace".into(),
-            "truncate" | "truncate-namespace" => self.truncate(command).await,
+            "truncate" | "truncate-namespace" => self.truncate(command, conn).await,
             "cluster-status" => self.cluster.status(),
             "snapshot" => {
                 self.node.request_snapshots();
@@ -490,6 +631,17 @@ impl Server {
             }
             _ => info::ERROR_UNRECOGNIZED_COMMAND.into(),
         }
+    }
+
+    /// The shards this node leads, for [`proxy::LEADS`].
+    fn led_shards(&self) -> String {
+        let me = self.node_id;
+        let status = self.node.status();
+        let led = status
+            .iter()
+            .filter(|s| s.leader == me)
+            .map(|s| s.shard.to_string());
+        led.collect::<Vec<_>>().join(",")
     }
 
     fn namespace_stats(&self, ns: &str) -> String {
@@ -595,41 +747,105 @@ impl Server {
     /// `truncate:namespace=<ns>[;set=<set>][;lut=<ns since epoch>]` and
     /// `truncate-namespace:namespace=<ns>`: through every shard's log, each
     /// shard truncating only its own partitions, so every replica removes the
-    /// same records. A `lut` later than this node's clock is refused (the
-    /// engine would clamp it to the leader's clock anyway).
-    async fn truncate(&self, command: &info::InfoCommand<'_>) -> String {
+    /// same records. A shard led elsewhere is asked of its leader, as
+    /// `truncate:...;shard=<n>` on a proxy connection. A `lut` later than
+    /// this node's clock is refused from a client and clamped from a proxy
+    /// (the engine clamps it to the leader's clock anyway).
+    async fn truncate(&self, command: &info::InfoCommand<'_>, conn: &ConnState) -> String {
         let Some(ns) = command
             .param("namespace")
             .filter(|ns| self.has_namespace(ns))
         else {
             return info::format_error(Some(ResultCode::Parameter), "namespace required");
         };
-        let set = command
-            .param("set")
-            .filter(|s| !s.is_empty())
-            .map(str::to_string);
+        let set = command.param("set").filter(|s| !s.is_empty());
         let now = now_ms();
         let before_ms = match command.param("lut").map(str::parse::<u64>) {
-            Some(Ok(nanos)) if nanos / 1_000_000 > now => {
+            Some(Ok(nanos)) if nanos / 1_000_000 > now && !conn.from_proxy => {
                 return info::format_error(Some(ResultCode::Parameter), "lut is in the future");
             }
-            Some(Ok(nanos)) => nanos / 1_000_000,
+            Some(Ok(nanos)) => (nanos / 1_000_000).min(now),
             Some(Err(_)) => return info::format_error(Some(ResultCode::Parameter), "bad lut"),
             None => now,
         };
+        let shards = match command.param("shard").map(str::parse::<u32>) {
+            Some(Ok(shard)) if shard < self.map.shards() => shard..shard + 1,
+            Some(_) => return info::format_error(Some(ResultCode::Parameter), "bad shard"),
+            None => 0..self.map.shards(),
+        };
         let deadline = Deadline::total(TRUNCATE_MS);
-        for shard in 0..self.map.shards() {
-            let cmd = Command::Truncate {
-                namespace: ns.to_string(),
-                set: set.clone(),
+        for shard in shards {
+            let cut = Cut {
+                namespace: ns,
+                set,
                 before_ms,
-                partitions: self.map.partitions(shard),
+                shard,
             };
-            if let Err(code) = self.propose(shard, cmd, &deadline).await {
+            if let Err(code) = self.truncate_shard(&cut, conn, &deadline).await {
                 return info::format_error(Some(code), "truncate failed");
             }
         }
         "ok".into()
+    }
+
+    /// Truncates one shard here, or asks its leader to (a repeated truncate
+    /// with the same cut-off removes nothing more, so asking again is safe).
+    async fn truncate_shard(
+        &self,
+        cut: &Cut<'_>,
+        conn: &ConnState,
+        deadline: &Deadline,
+    ) -> Result<(), ResultCode> {
+        loop {
+            let command = Command::Truncate {
+                namespace: cut.namespace.to_string(),
+                set: cut.set.map(str::to_string),
+                before_ms: cut.before_ms,
+                partitions: self.map.partitions(cut.shard),
+            };
+            let leader = match self.propose(cut.shard, command, deadline).await {
+                Ok(_) => return Ok(()),
+                Err(Refused::Code(code)) => return Err(code),
+                Err(Refused::LeaderElsewhere(_)) if conn.from_proxy => {
+                    return Err(ResultCode::Unavailable);
+                }
+                Err(Refused::LeaderElsewhere(leader)) => leader,
+            };
+            let address = self
+                .cluster
+                .service_address(leader)
+                .ok_or(ResultCode::Unavailable)?;
+            let answer = self
+                .proxy
+                .info(&address, &cut.line(), deadline.give_up())
+                .await;
+            match answer {
+                Some(answer) if !info::is_error(&answer) => return Ok(()),
+                _ if deadline.passed() => return Err(ResultCode::Timeout),
+                _ => tokio::time::sleep(Duration::from_millis(NO_LEADER_RETRY_MS)).await,
+            }
+        }
+    }
+}
+
+/// One shard's part of a truncate.
+struct Cut<'a> {
+    namespace: &'a str,
+    set: Option<&'a str>,
+    before_ms: u64,
+    shard: u32,
+}
+
+impl Cut<'_> {
+    /// The info command that asks a shard's leader for this cut.
+    fn line(&self) -> String {
+        let set = self.set.map(|s| format!(";set={s}")).unwrap_or_default();
+        format!(
+            "truncate:namespace={}{set};lut={};shard={}",
+            self.namespace,
+            self.before_ms.saturating_mul(1_000_000),
+            self.shard
+        )
     }
 }
 

@@ -13,6 +13,7 @@ mod disk;
 mod formation;
 mod handler;
 mod metrics;
+mod proxy;
 mod service;
 
 use std::sync::Arc;
@@ -29,6 +30,12 @@ use crate::datadir::{ClusterMeta, DataDir};
 use crate::error::{Error, Result};
 use config::NodeFileConfig;
 use handler::Server;
+
+/// Locks `m`, poisoned or not: every value behind these locks is valid after
+/// any panic (they are replaced whole, never left half-updated).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// How long a stopping node waits for the requests in flight (each bounded
 /// by its own deadline) before it stops the shards anyway.
@@ -109,12 +116,15 @@ fn open_wal(
 
 /// `voters`: the first configuration of shards created now (this node
 /// alone when it forms a cluster, none when it joins one).
-fn node_config(config: &NodeFileConfig, dd: &DataDir, voters: Vec<u64>) -> NodeConfig {
+fn node_config(config: &NodeFileConfig, dd: &DataDir, voters: Vec<u64>) -> Result<NodeConfig> {
+    let (election_ticks, heartbeat_ticks) = config.raft_ticks().map_err(Error::Refused)?;
     let meta = dd.meta();
     let mut node = NodeConfig::new(meta.node_id, voters, dd.root());
     node.cluster_name = meta.cluster_name.clone();
     node.shards = meta.shards;
     node.tick_interval_ms = config.raft.tick_interval_ms;
+    node.election_ticks = election_ticks;
+    node.heartbeat_ticks = heartbeat_ticks;
     node.wal_segments_before_snapshot = config.raft.wal_segments_before_snapshot;
     node.snapshot = SnapshotPolicy {
         every_entries: config.raft.snapshot_every_entries,
@@ -123,7 +133,7 @@ fn node_config(config: &NodeFileConfig, dd: &DataDir, voters: Vec<u64>) -> NodeC
         keep: config.raft.snapshots_kept,
         options: WriteOptions::default(),
     };
-    node
+    Ok(node)
 }
 
 /// Runs a node until SIGTERM or SIGINT.
@@ -158,7 +168,7 @@ pub fn run_with(config: NodeFileConfig, mut hooks: Hooks) -> Result<()> {
     } else {
         vec![dd.meta().node_id]
     };
-    let (node, deliver) = Node::open(node_config(&config, &dd, voters), parts)
+    let (node, deliver) = Node::open(node_config(&config, &dd, voters)?, parts)
         .map_err(|e| Error::Refused(e.to_string()))?;
     let node = Arc::new(node);
     let cluster = cluster::Cluster::new(
@@ -198,6 +208,7 @@ pub fn run_with(config: NodeFileConfig, mut hooks: Hooks) -> Result<()> {
         metrics: metrics::CommandMetrics::default(),
         budget: budget::Budget::new(config.service.max_buffered_bytes),
         cluster,
+        proxy: proxy::Proxy::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::handler::Server;
+use super::handler::{ConnState, Server};
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK_BYTES: usize = 64 << 10;
@@ -79,17 +79,25 @@ async fn connection(
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     let mut held = server.budget.holder();
     let mut out = Vec::with_capacity(READ_CHUNK_BYTES);
+    let mut conn = ConnState::default();
     // When the first byte of the oldest message not yet answered arrived.
     let mut message_started: Option<Instant> = None;
     let mut last_read = Instant::now();
     loop {
-        let consumed =
-            match answer_buffered(&decoder, &buf, server, &mut out, &mut writer, idle_timeout)
-                .await?
-            {
-                Some(consumed) => consumed,
-                None => return Ok(()),
-            };
+        let consumed = match answer_buffered(
+            &decoder,
+            &buf,
+            server,
+            &mut conn,
+            &mut out,
+            &mut writer,
+            idle_timeout,
+        )
+        .await?
+        {
+            Some(consumed) => consumed,
+            None => return Ok(()),
+        };
         buf.drain(..consumed);
         within(idle_timeout, writer.flush()).await?;
         // What is left is the start of a message that began in the last read.
@@ -145,6 +153,7 @@ async fn answer_buffered<W: AsyncWrite + Unpin>(
     decoder: &FrameDecoder,
     buf: &[u8],
     server: &Server,
+    conn: &mut ConnState,
     out: &mut Vec<u8>,
     writer: &mut W,
     idle_timeout: Duration,
@@ -156,7 +165,7 @@ async fn answer_buffered<W: AsyncWrite + Unpin>(
                 frame,
                 consumed_bytes,
             }) => {
-                server.handle(frame, out, writer).await?;
+                server.handle(frame, conn, out, writer).await?;
                 within(idle_timeout, writer.write_all(out)).await?;
                 out.clear();
                 consumed += consumed_bytes;

@@ -15,7 +15,7 @@ use aerie_protocol::{BatchRequest, Op, ResultCode};
 use aerie_replication::now_ms;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::{Deadline, Io, Server, encode_or_log, support};
+use super::{Deadline, Io, Refused, Server, encode_or_log, support};
 use crate::node::convert::{engine_code, key_out, value_out};
 
 /// A stream answer is flushed to the socket once a frame reaches this size.
@@ -147,7 +147,10 @@ impl Server {
         if let Some(barrier) = barriers.get(&shard) {
             return *barrier;
         }
-        let barrier = self.read_barrier(shard, deadline).await;
+        let barrier = self
+            .read_barrier(shard, deadline)
+            .await
+            .map_err(Refused::code);
         barriers.insert(shard, barrier);
         barrier
     }
