@@ -71,6 +71,20 @@ impl NodeProcess {
         metrics: bool,
         env: &[(&str, String)],
     ) -> NodeProcess {
+        let node = Self::spawn_env(data_dir, port, config, metrics, env);
+        node.wait_ready();
+        node
+    }
+
+    /// Starts with extra environment variables; does not wait for the
+    /// service port.
+    pub fn spawn_env(
+        data_dir: &Path,
+        port: u16,
+        config: Option<&Path>,
+        metrics: bool,
+        env: &[(&str, String)],
+    ) -> NodeProcess {
         let log = data_dir.with_extension(format!("{port}.log"));
         // Another port than the service's (a freed ephemeral port can be
         // handed out again at once).
@@ -98,15 +112,13 @@ impl NodeProcess {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let node = NodeProcess {
+        NodeProcess {
             child,
             port,
             metrics_port,
             data_dir: data_dir.to_path_buf(),
             log,
-        };
-        node.wait_ready();
-        node
+        }
     }
 
     fn wait_ready(&self) {
