@@ -50,7 +50,8 @@ async fn main() -> Result<(), String> {
     for c in 0..args.connections {
         let endpoint = args.endpoints[c % args.endpoints.len()].clone();
         let (value, keys, stride) = (value.clone(), args.keys, args.connections as u64);
-        tasks.spawn(async move { connection(endpoint, value, c as u64, stride, keys, until).await });
+        tasks
+            .spawn(async move { connection(endpoint, value, c as u64, stride, keys, until).await });
     }
     let started = Instant::now();
     let mut latencies_us: Vec<u32> = Vec::new();
@@ -63,7 +64,8 @@ async fn main() -> Result<(), String> {
     let secs = started.elapsed().as_secs_f64();
     latencies_us.sort_unstable();
     let at = |q: f64| {
-        let i = ((latencies_us.len() as f64 * q) as usize).min(latencies_us.len().saturating_sub(1));
+        let i =
+            ((latencies_us.len() as f64 * q) as usize).min(latencies_us.len().saturating_sub(1));
         latencies_us.get(i).copied().unwrap_or(0)
     };
     println!(
@@ -105,9 +107,10 @@ async fn connection(
             body.len()
         );
         let sent = Instant::now();
-        let status = tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut stream, &request, &mut buf))
-            .await
-            .map_err(|_| format!("{endpoint}: no answer within {REQUEST_TIMEOUT:?}"))??;
+        let status =
+            tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut stream, &request, &mut buf))
+                .await
+                .map_err(|_| format!("{endpoint}: no answer within {REQUEST_TIMEOUT:?}"))??;
         samples.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
         if status != 200 {
             errors += 1;
@@ -119,7 +122,10 @@ async fn connection(
 
 /// Sends one request and reads its whole response; returns the status.
 async fn exchange(stream: &mut TcpStream, request: &str, buf: &mut Vec<u8>) -> Result<u16, String> {
-    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     buf.clear();
     loop {
         if let Some(end) = find(buf, b"\r\n\r\n") {

@@ -291,14 +291,7 @@ impl Server {
         loop {
             match self.read_barrier_once(shard, deadline).await {
                 Err(E::NotLeader { leader: 0, .. }) if !self.node.is_member(shard) => {
-                    if let Some(leader) = self.hinted_leader(shard, give_up).await {
-                        return Err(Refused::LeaderElsewhere(leader));
-                    }
-                    let pause = Duration::from_millis(NO_LEADER_RETRY_MS);
-                    if Instant::now() + pause >= give_up {
-                        return Err(ResultCode::Unavailable.into());
-                    }
-                    tokio::time::sleep(pause).await;
+                    self.ask_the_others(shard, give_up).await?;
                 }
                 Err(e) if retry_later(&e, give_up).await => continue,
                 Err(e) => return Err(replication_code(&e, Queued::Nothing).into()),
@@ -354,19 +347,27 @@ impl Server {
                     return Err(Refused::LeaderElsewhere(leader));
                 }
                 Err(E::NotLeader { leader: 0, .. }) if !self.node.is_member(shard) => {
-                    if let Some(leader) = self.hinted_leader(shard, give_up).await {
-                        return Err(Refused::LeaderElsewhere(leader));
-                    }
-                    let pause = Duration::from_millis(NO_LEADER_RETRY_MS);
-                    if Instant::now() + pause >= give_up {
-                        return Err(ResultCode::Unavailable.into());
-                    }
-                    tokio::time::sleep(pause).await;
+                    self.ask_the_others(shard, give_up).await?;
                 }
                 Err(e) if retry_later(&e, give_up).await => continue,
                 Err(e) => return Err(replication_code(&e, queued).into()),
             }
         }
+    }
+
+    /// For a shard this node holds no replica of: its leader as the others
+    /// say (to proxy to), or, with none known, a short pause before the
+    /// caller asks again; UNAVAILABLE once the deadline leaves no time.
+    async fn ask_the_others(&self, shard: u32, give_up: Instant) -> Result<(), Refused> {
+        if let Some(leader) = self.hinted_leader(shard, give_up).await {
+            return Err(Refused::LeaderElsewhere(leader));
+        }
+        let pause = Duration::from_millis(NO_LEADER_RETRY_MS);
+        if Instant::now() + pause >= give_up {
+            return Err(ResultCode::Unavailable.into());
+        }
+        tokio::time::sleep(pause).await;
+        Ok(())
     }
 
     /// The leader of a shard this node holds no replica of, as the other

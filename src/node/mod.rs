@@ -298,8 +298,8 @@ async fn serve_until_signal(
         }
         None => wait_for_signal().await,
     }
-    // Leaderships first, while requests are still served (followers forward
-    // them to the new leaders): a rolling restart costs clients no errors.
+    // Leaderships first, while requests are still served (proxied to the
+    // new leaders): a rolling restart costs clients no errors.
     let members = node.status().iter().any(|s| s.voters.len() > 1);
     let kept =
         tokio::task::spawn_blocking(move || node.hand_off(Duration::from_millis(HAND_OFF_MS)))
@@ -310,7 +310,7 @@ async fn serve_until_signal(
     }
     if members {
         // Clients learn the new leaders at their next tend (every second):
-        // serve (and forward) until then.
+        // serve (and proxy) until then.
         tokio::time::sleep(Duration::from_millis(CLIENT_TEND_MS)).await;
     }
     tracing::info!("shutting down: finishing requests in flight");
