@@ -9,15 +9,16 @@
 # Installs etcd-server from the OS packages if missing (needs root). All
 # six processes share this machine's one disk and two cores. The etcd load
 # is `examples/etcd_load.rs` (keep-alive HTTP/1.1 to the JSON gateway,
-# connections spread over the three members); Aerie's is `aerie bench`
-# against one node, which proxies the writes of shards it does not lead.
+# connections spread over the three members); Aerie's is `aerie bench
+# --hosts` over the three nodes, each put sent to its partition's leader as
+# a smart client does (`--host` of one node instead measures the proxy hop).
 set -euo pipefail
 DURATION=${1:-10}
 CONNS=64
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d)
+WORK=$(mktemp -d); echo "work dir: $WORK (kept when KEEP=1)"
 PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 
 command -v etcd >/dev/null || apt-get install -y etcd-server >/dev/null
 cargo build --release --manifest-path "$ROOT/Cargo.toml" --bin aerie --example etcd_load >/dev/null
@@ -50,9 +51,14 @@ for i in 1 2 3; do
   PIDS+=($!)
   [ $i -eq 1 ] && sleep 1.5
 done
-for _ in $(seq 150); do
-  "$AERIE" cluster status --host 127.0.0.1:3190 2>/dev/null | grep -q "every shard has its replication factor (3)" && break
-  sleep 0.2
-done
+ready() {
+  for port in 3190 3192 3194; do "$AERIE" info --host 127.0.0.1:$port node >/dev/null 2>&1 || return 1; done
+  "$AERIE" cluster status --host 127.0.0.1:3190 2>/dev/null | grep -q "every shard has its replication factor (3)"
+}
+for _ in $(seq 150); do ready && break; sleep 0.2; done
+ready || { echo "the Aerie cluster did not form; logs in $WORK (KEEP=1 keeps them)"; exit 1; }
+"$AERIE" bench --hosts 127.0.0.1:3190,127.0.0.1:3192,127.0.0.1:3194 --workload insert --keys 100000000 --connections $CONNS \
+  --value-bytes 100 --duration-secs "$DURATION"
+echo "== Aerie again, all $CONNS connections to one node (it proxies the puts of shards it does not lead)"
 "$AERIE" bench --host 127.0.0.1:3190 --workload insert --keys 100000000 --connections $CONNS \
   --value-bytes 100 --duration-secs "$DURATION"

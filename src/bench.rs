@@ -2,15 +2,20 @@
 //! client. Connections each keep `--in-flight` requests pipelined; latencies
 //! go into HDR histograms per operation; a progress line every second; at the
 //! end throughput and p50/p90/p99/p99.9/max per operation (or `--json`).
+//! With `--hosts` (every node of a cluster) each request goes to the node
+//! leading its partition, as the nodes' `replicas` answers say, the way a
+//! smart client routes; with `--host` all go to one node (which proxies
+//! what it does not lead).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use aerie_protocol::info::parse_replicas;
 use aerie_protocol::message::{Info1, Info2, Message, MessageHeader};
 use aerie_protocol::particle::{BlobType, UserKey, Value};
 use aerie_protocol::request::RecordRequest;
-use aerie_protocol::{Op, OpType, ResultCode, compute_digest};
+use aerie_protocol::{Op, OpType, PARTITION_COUNT, ResultCode, compute_digest, partition_id};
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
@@ -35,6 +40,11 @@ pub struct BenchArgs {
     /// The node.
     #[arg(long, default_value = "127.0.0.1:3000")]
     host: String,
+    /// Every node of a cluster, comma-separated: each request goes to the
+    /// node leading its key's partition (read once from their `replicas`
+    /// at the start). Needs --in-flight 1.
+    #[arg(long, value_delimiter = ',')]
+    hosts: Vec<String>,
     /// Namespace.
     #[arg(long, default_value = "test")]
     namespace: String,
@@ -118,8 +128,50 @@ struct Shared {
     stop: AtomicBool,
     next_insert: AtomicU64,
     value: Vec<u8>,
+    /// The nodes requests go to.
+    targets: Vec<String>,
+    /// Per partition, the index in `targets` of the node leading it.
+    route: Vec<usize>,
 }
 
+/// Per partition, which of `hosts` claims it in column 0 of its `replicas`
+/// answer for `namespace` (the first host for a partition none claims).
+async fn routes(hosts: &[String], namespace: &str) -> Result<Vec<usize>, String> {
+    let mut route = vec![0; usize::from(PARTITION_COUNT)];
+    for (i, host) in hosts.iter().enumerate() {
+        let mut conn = Connection::connect(host)
+            .await
+            .map_err(|e| format!("{host}: {e}"))?;
+        let answers = conn
+            .info(&["replicas"])
+            .await
+            .map_err(|e| format!("{host}: {e}"))?;
+        let text = answers
+            .into_iter()
+            .next()
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        let entries = parse_replicas(&text).map_err(|e| format!("{host}: replicas: {e}"))?;
+        let Some(entry) = entries.iter().find(|e| e.namespace == namespace) else {
+            continue;
+        };
+        let Some(masters) = entry.columns.first() else {
+            continue;
+        };
+        for (pid, slot) in route.iter_mut().enumerate() {
+            if masters.contains(pid as u16) {
+                *slot = i;
+            }
+        }
+    }
+    Ok(route)
+}
+
+/// The index in `shared.targets` of the node to send `key` to.
+fn target_of(shared: &Shared, key: u64) -> usize {
+    let digest = compute_digest(shared.args.set.as_bytes(), &UserKey::Int(key as i64));
+    shared.route[usize::from(partition_id(&digest))]
+}
 fn encode_request(shared: &Shared, kind: Kind, key: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
     let args = &shared.args;
     let user_key = UserKey::Int(key as i64);
@@ -171,7 +223,7 @@ fn pick(shared: &Shared, rng: &mut impl Rng) -> Option<(Kind, u64)> {
 
 /// One connection's loop: a batch of `in_flight` requests, then their answers.
 async fn connection(shared: Arc<Shared>, seed: u64) -> std::io::Result<Stats> {
-    let mut conn = Connection::connect(&shared.args.host).await?;
+    let mut conns: Vec<Option<Connection>> = shared.targets.iter().map(|_| None).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut stats = Stats::new();
     let per_connection_rate =
@@ -181,17 +233,24 @@ async fn connection(shared: Arc<Shared>, seed: u64) -> std::io::Result<Stats> {
     let mut out = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
         let mut batch = Vec::with_capacity(shared.args.in_flight);
+        let mut target = 0;
         out.clear();
         for _ in 0..shared.args.in_flight.max(1) {
             let Some((kind, key)) = pick(&shared, &mut rng) else {
                 break;
             };
+            // --hosts takes one request in flight: the batch is that one.
+            target = target_of(&shared, key);
             encode_request(&shared, kind, key, &mut out)?;
             batch.push(kind);
         }
         if batch.is_empty() {
             break;
         }
+        let conn = match &mut conns[target] {
+            Some(conn) => conn,
+            slot => slot.insert(Connection::connect(&shared.targets[target]).await?),
+        };
         if per_connection_rate > 0.0 {
             let due = Duration::from_secs_f64(sent as f64 / per_connection_rate);
             tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
@@ -226,6 +285,9 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     if args.connections == 0 || args.in_flight == 0 || args.in_flight > 1024 {
         return Err("--connections must be > 0 and --in-flight 1..=1024".into());
     }
+    if !args.hosts.is_empty() && args.in_flight != 1 {
+        return Err("--hosts routes each request on its own: use --in-flight 1".into());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -239,12 +301,25 @@ async fn run_async(args: BenchArgs) -> Result<(), String> {
     let value = (0..args.value_bytes)
         .map(|i| (i * 31 % 251) as u8)
         .collect();
+    let (targets, route) = if args.hosts.is_empty() {
+        (
+            vec![args.host.clone()],
+            vec![0; usize::from(PARTITION_COUNT)],
+        )
+    } else {
+        (
+            args.hosts.clone(),
+            routes(&args.hosts, &args.namespace).await?,
+        )
+    };
     let shared = Arc::new(Shared {
         args,
         done: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         next_insert: AtomicU64::new(0),
         value,
+        targets,
+        route,
     });
     let started = Instant::now();
     let tasks: Vec<_> = (0..shared.args.connections)
@@ -255,7 +330,7 @@ async fn run_async(args: BenchArgs) -> Result<(), String> {
     for task in tasks {
         match task.await {
             Ok(Ok(stats)) => total.merge(&stats),
-            Ok(Err(e)) => return Err(format!("connection to {}: {e}", shared.args.host)),
+            Ok(Err(e)) => return Err(format!("connection to {:?}: {e}", shared.targets)),
             Err(e) => return Err(e.to_string()),
         }
     }
