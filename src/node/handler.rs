@@ -171,13 +171,18 @@ const NO_LEADER_RETRY_MS: u64 = 20;
 /// (after a short pause, taken here).
 async fn retry_later(error: &aerie_replication::Error, give_up: Instant) -> bool {
     use aerie_replication::Error as E;
-    let no_leader = matches!(error, E::NotLeader { .. } | E::Dropped(_));
+    matches!(error, E::NotLeader { .. } | E::Dropped(_)) && pause_before_retry(give_up).await
+}
+
+/// Pauses before a request is tried again, if the deadline leaves time for
+/// the pause; returns whether it did.
+async fn pause_before_retry(give_up: Instant) -> bool {
     let pause = Duration::from_millis(NO_LEADER_RETRY_MS);
     let time_left = Instant::now() + pause < give_up;
-    if no_leader && time_left {
+    if time_left {
         tokio::time::sleep(pause).await;
     }
-    no_leader && time_left
+    time_left
 }
 
 impl Server {
@@ -362,12 +367,11 @@ impl Server {
         if let Some(leader) = self.hinted_leader(shard, give_up).await {
             return Err(Refused::LeaderElsewhere(leader));
         }
-        let pause = Duration::from_millis(NO_LEADER_RETRY_MS);
-        if Instant::now() + pause >= give_up {
-            return Err(ResultCode::Unavailable.into());
+        if pause_before_retry(give_up).await {
+            Ok(())
+        } else {
+            Err(ResultCode::Unavailable.into())
         }
-        tokio::time::sleep(pause).await;
-        Ok(())
     }
 
     /// The leader of a shard this node holds no replica of, as the other
@@ -444,13 +448,8 @@ impl Server {
                     return Ok(());
                 }
                 Relay::InDoubt => return Err(ResultCode::Timeout),
-                Relay::NotRun => {
-                    let pause = Duration::from_millis(NO_LEADER_RETRY_MS);
-                    if Instant::now() + pause >= give_up {
-                        return Err(ResultCode::Unavailable);
-                    }
-                    tokio::time::sleep(pause).await;
-                }
+                Relay::NotRun if pause_before_retry(give_up).await => {}
+                Relay::NotRun => return Err(ResultCode::Unavailable),
             }
         }
     }
@@ -822,8 +821,8 @@ impl Server {
                 .await;
             match answer {
                 Some(answer) if !info::is_error(&answer) => return Ok(()),
-                _ if deadline.passed() => return Err(ResultCode::Timeout),
-                _ => tokio::time::sleep(Duration::from_millis(NO_LEADER_RETRY_MS)).await,
+                _ if pause_before_retry(deadline.give_up()).await => {}
+                _ => return Err(ResultCode::Timeout),
             }
         }
     }
