@@ -22,10 +22,9 @@ pub enum ClusterCommand {
     },
 }
 
-/// One shard as `cluster-status` reports it.
+/// One raft group's replicas as `cluster-status` reports them.
 #[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct ShardLine {
-    pub shard: u32,
+pub struct Replicas {
     pub leader: String,
     pub voters: Vec<String>,
     pub learners: Vec<String>,
@@ -33,13 +32,25 @@ pub struct ShardLine {
     pub commit: u64,
 }
 
+/// One shard as `cluster-status` reports it.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct ShardLine {
+    pub shard: u32,
+    #[serde(flatten)]
+    pub replicas: Replicas,
+}
+
 /// The whole status.
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Status {
     pub members: Vec<String>,
     pub replication_factor: usize,
+    /// The cluster group (its voters placed as a shard's, every other
+    /// member a learner).
+    pub cluster_group: Option<Replicas>,
     pub shards: Vec<ShardLine>,
-    /// Every shard has `replication_factor` voters and no learner.
+    /// Every shard has `replication_factor` voters and no learner, and the
+    /// cluster group has its voters and every other member as a learner.
     pub complete: bool,
 }
 
@@ -55,39 +66,54 @@ pub fn parse(answer: &str) -> Result<Status> {
     let bad = |part: &str| Error::Refused(format!("unexpected cluster-status part {part:?}"));
     let mut members = Vec::new();
     let mut wanted = 1;
+    let mut cluster_group = None;
     let mut shards = Vec::new();
     for part in answer.split(';').filter(|p| !p.is_empty()) {
         if let Some(list) = part.strip_prefix("members=") {
             members = names(list);
-            continue;
-        }
-        if let Some(factor) = part.strip_prefix("replication-factor=") {
+        } else if let Some(factor) = part.strip_prefix("replication-factor=") {
             wanted = factor.parse().map_err(|_| bad(part))?;
-            continue;
+        } else if part.starts_with("group=cluster:") {
+            cluster_group = Some(parse_replicas(part).ok_or_else(|| bad(part))?);
+        } else {
+            let shard = field(part, "shard=")
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad(part))?;
+            let replicas = parse_replicas(part).ok_or_else(|| bad(part))?;
+            shards.push(ShardLine { shard, replicas });
         }
-        let field = |key: &str| {
-            part.split(':')
-                .find_map(|kv| kv.strip_prefix(key).map(str::to_string))
-                .ok_or_else(|| bad(part))
-        };
-        let number = |key: &str| field(key)?.parse::<u64>().map_err(|_| bad(part));
-        shards.push(ShardLine {
-            shard: u32::try_from(number("shard=")?).map_err(|_| bad(part))?,
-            leader: field("leader=")?,
-            voters: names(&field("voters=")?),
-            learners: names(&field("learners=")?),
-            applied: number("applied=")?,
-            commit: number("commit=")?,
-        });
     }
-    let complete = shards
-        .iter()
-        .all(|s| s.voters.len() == wanted && s.learners.is_empty() && s.leader != "-");
+    let group_complete = cluster_group.as_ref().is_none_or(|g| {
+        g.voters.len() == wanted
+            && g.voters.len() + g.learners.len() == members.len()
+            && g.leader != "-"
+    });
+    let complete = group_complete
+        && shards.iter().all(|s| {
+            let r = &s.replicas;
+            r.voters.len() == wanted && r.learners.is_empty() && r.leader != "-"
+        });
     Ok(Status {
         members,
         replication_factor: wanted,
+        cluster_group,
         shards,
         complete,
+    })
+}
+
+fn field<'a>(part: &'a str, key: &str) -> Option<&'a str> {
+    part.split(':').find_map(|kv| kv.strip_prefix(key))
+}
+
+fn parse_replicas(part: &str) -> Option<Replicas> {
+    let number = |key: &str| field(part, key)?.parse::<u64>().ok();
+    Some(Replicas {
+        leader: field(part, "leader=")?.to_string(),
+        voters: names(field(part, "voters=")?),
+        learners: names(field(part, "learners=")?),
+        applied: number("applied=")?,
+        commit: number("commit=")?,
     })
 }
 
@@ -101,20 +127,11 @@ fn print_table(status: &Status) {
         "{:>5}  {:<17} {:>8} {:>8}  voters / learners",
         "shard", "leader", "applied", "commit"
     );
+    if let Some(group) = &status.cluster_group {
+        print_row("group", group);
+    }
     for s in &status.shards {
-        println!(
-            "{:>5}  {:<17} {:>8} {:>8}  {} / {}",
-            s.shard,
-            s.leader,
-            s.applied,
-            s.commit,
-            s.voters.join(","),
-            if s.learners.is_empty() {
-                "-".to_string()
-            } else {
-                s.learners.join(",")
-            }
-        );
+        print_row(&s.shard.to_string(), &s.replicas);
     }
     match status.complete {
         true => println!(
@@ -126,6 +143,21 @@ fn print_table(status: &Status) {
             status.replication_factor
         ),
     }
+}
+
+fn print_row(name: &str, r: &Replicas) {
+    let learners = match r.learners.is_empty() {
+        true => "-".to_string(),
+        false => r.learners.join(","),
+    };
+    println!(
+        "{:>5}  {:<17} {:>8} {:>8}  {} / {learners}",
+        name,
+        r.leader,
+        r.applied,
+        r.commit,
+        r.voters.join(",")
+    );
 }
 
 /// Runs the command.
@@ -156,8 +188,23 @@ mod tests {
         let status = parse(answer).unwrap();
         assert_eq!(status.members, ["A", "B", "C"]);
         assert_eq!(status.shards.len(), 2);
-        assert_eq!(status.shards[1].learners, ["C"]);
+        assert_eq!(status.shards[1].replicas.learners, ["C"]);
         assert!(!status.complete);
+        let with_group = |group: &str| {
+            parse(&format!(
+                "members=A,B,C,D;replication-factor=3;group=cluster:{group};\
+                 shard=0:leader=A:voters=A,B,C:learners=-:applied=8:commit=8"
+            ))
+            .unwrap()
+        };
+        let whole = with_group("leader=B:voters=A,B,C:learners=D:applied=4:commit=4");
+        assert_eq!(whole.cluster_group.as_ref().unwrap().learners, ["D"]);
+        assert!(whole.complete);
+        let d_missing = with_group("leader=B:voters=A,B,C:learners=-:applied=4:commit=4");
+        assert!(
+            !d_missing.complete,
+            "every member replicates the cluster group"
+        );
         let full = parse(
             "members=A;replication-factor=1;shard=0:leader=A:voters=A:learners=-:applied=1:commit=1",
         )

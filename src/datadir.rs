@@ -9,8 +9,9 @@
 //!   wal-archive/   WAL segments no shard needs any more (the PITR source)
 //!   engine/        the record store
 //!   snapshots/     snapshot files of this node's shards
-//!   raft/          one meta file per shard (compaction point, membership)
-//!   members.toml   the cluster's members as this node knows them
+//!   raft/          one meta file per shard (compaction point, membership),
+//!                  the cluster group's meta file and its state
+//!                  (`cluster.state`: the members and their addresses)
 //!   LOCK           locked (flock) by the node or tool using the directory
 //! ```
 
@@ -204,6 +205,11 @@ impl DataDir {
     /// `engine/`.
     pub fn engine_dir(&self) -> PathBuf {
         self.root.join("engine")
+    }
+
+    /// `raft/`: the raft meta files and the cluster group's state.
+    pub fn raft_dir(&self) -> PathBuf {
+        self.root.join("raft")
     }
 
     /// `snapshots/`.

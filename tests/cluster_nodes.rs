@@ -154,7 +154,9 @@ fn start_cluster(
 }
 
 /// Waits until every shard has `voters` voters and no learner as the first
-/// node sees it, and column 0 of all nodes covers each partition once.
+/// node sees it, every node lists every node as a member and sees the
+/// cluster group complete (its voters, every other member a learner), and
+/// column 0 of all nodes covers each partition once.
 async fn wait_complete(addresses: &[String], voters: usize) {
     eventually("every shard at its voters", || async {
         shards(&addresses[0])
@@ -162,6 +164,24 @@ async fn wait_complete(addresses: &[String], voters: usize) {
             .iter()
             .all(|&(_, v, learners)| v == voters && learners == 0)
     })
+    .await;
+    eventually(
+        "every node to see every member and the whole cluster group",
+        || async {
+            for address in addresses {
+                let status =
+                    aerie::cluster_cmd::parse(&info(address, "cluster-status").await).unwrap();
+                let group = status.cluster_group.as_ref().expect("a cluster group");
+                if status.members.len() != addresses.len()
+                    || group.voters.len() != voters
+                    || group.voters.len() + group.learners.len() != addresses.len()
+                {
+                    return false;
+                }
+            }
+            true
+        },
+    )
     .await;
     eventually("column 0 to cover every partition once", || async {
         masters(addresses).await.iter().all(|&owners| owners == 1)

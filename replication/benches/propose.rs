@@ -46,6 +46,7 @@ fn start(id: u64, voters: &[u64], shards: u32, dir: &Path, net: &Arc<LocalNetwor
         wal: wal.clone(),
         engine,
         transport: net.clone(),
+        on_cluster_change: None,
     };
     let (node, deliver) = Node::open(config, parts).unwrap();
     net.register(id, deliver);

@@ -1,11 +1,14 @@
-//! The cluster's member list: who is in the cluster and where to reach
-//! them, as nodes exchange it when one joins from a seed
-//! (`TcpTransport::join`) and as `Envelope::Members` between members. The
-//! node layer owns the list and decides who may join; this crate only
-//! carries and merges it. Its bytes are in `replication/FABRIC.md`.
+//! The cluster's metadata: who is in the cluster and where to reach them.
+//! It is the state machine of the cluster group (`group.rs`), a raft group
+//! of its own that every member replicates (voters as for a shard, every
+//! other member a learner), so every node applies the same member list in
+//! the same order. A node joining from a seed gets a [`MemberList`] from it
+//! over the fabric (`TcpTransport::join`; bytes in `replication/FABRIC.md`),
+//! enough to reach the members until the group's log reaches it.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
 
 /// Most members a list may hold: a decoder refuses longer lists, and a
 /// merge never grows one past it.
@@ -14,7 +17,7 @@ pub const MAX_MEMBERS: usize = 1024;
 pub const MAX_NAME_BYTES: usize = 255;
 
 /// One member and where to reach it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
     /// Its node id (non-zero).
     pub node_id: u64,
@@ -24,7 +27,7 @@ pub struct MemberInfo {
     pub service_addr: String,
 }
 
-/// The cluster's members as one node knows them.
+/// What a seed tells a joining node: the cluster and its members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberList {
     /// The application-level cluster id the node layer checks (the fabric's
@@ -34,71 +37,76 @@ pub struct MemberList {
     pub cluster_name: String,
     /// Shards of the cluster.
     pub shards: u32,
-    /// Grows whenever the membership changes, so a newer list wins.
+    /// The cluster group's index of the last change the list reflects.
     pub version: u64,
-    /// The members (at most [`MAX_MEMBERS`]); merges keep them sorted by id.
+    /// The members (at most [`MAX_MEMBERS`]), sorted by id.
     pub members: Vec<MemberInfo>,
 }
 
-impl MemberList {
-    /// Takes `other`'s members in: the union by node id, a member on both
-    /// sides keeping the addresses of the list with the higher version (on
-    /// equal versions the greater addresses, so that the result does not
-    /// depend on which side merges). The version becomes the higher of the
-    /// two if the union equals the members of a list with that version (the
-    /// newest list is adopted as it is), else one more, since the union is
-    /// a list nobody had. Returns whether `self` changed.
-    ///
-    /// Cluster id, name and shards stay `self`'s: the caller checks that the
-    /// lists are of one cluster before merging. Past [`MAX_MEMBERS`] the
-    /// lowest node ids are kept (the node layer refuses joins before that).
-    pub fn merge(&mut self, other: &MemberList) -> bool {
-        let before = self.clone();
-        let mut union: BTreeMap<u64, (u64, &MemberInfo)> = BTreeMap::new();
-        for (list, member) in self
-            .members
-            .iter()
-            .map(|m| (self.version, m))
-            .chain(other.members.iter().map(|m| (other.version, m)))
-        {
-            let entry = union.entry(member.node_id).or_insert((list, member));
-            if (list, addresses(member)) > (entry.0, addresses(entry.1)) {
-                *entry = (list, member);
-            }
+/// A change to the cluster's metadata, proposed to the cluster group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClusterCommand {
+    /// The member joins, or (already a member) now has these addresses.
+    Join(MemberInfo),
+}
+
+/// The cluster's metadata as of one index of the cluster group's log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// The group's last applied index this state includes.
+    pub applied: u64,
+    /// The index of the last entry that changed the members (the
+    /// `peers-generation` clients see).
+    pub changed_at: u64,
+    /// The members, sorted by node id, at most [`MAX_MEMBERS`].
+    pub members: Vec<MemberInfo>,
+}
+
+impl ClusterState {
+    /// Applies the command of entry `index`. Deterministic: every member
+    /// turns the same log into the same state. A command that cannot be
+    /// applied (a node id 0, an address too long, a full list) changes
+    /// nothing and says why.
+    pub fn apply(&mut self, index: u64, command: &ClusterCommand) -> Result<bool, String> {
+        self.applied = self.applied.max(index);
+        match command {
+            ClusterCommand::Join(member) => self.join(index, member),
         }
-        let members: Vec<MemberInfo> = union
-            .into_values()
-            .take(MAX_MEMBERS)
-            .map(|(_, m)| m.clone())
-            .collect();
-        let newest = self.version.max(other.version);
-        let adopted = [&before, other]
-            .iter()
-            .any(|list| list.version == newest && sorted(&list.members) == members);
-        self.version = if adopted {
-            newest
-        } else {
-            newest.saturating_add(1)
-        };
-        self.members = members;
-        *self != before
     }
-}
 
-fn addresses(member: &MemberInfo) -> (SocketAddr, &str) {
-    (member.fabric_addr, member.service_addr.as_str())
-}
+    fn join(&mut self, index: u64, member: &MemberInfo) -> Result<bool, String> {
+        if member.node_id == 0 || member.service_addr.len() > MAX_NAME_BYTES {
+            return Err(format!("an invalid member {member:?}"));
+        }
+        match self
+            .members
+            .binary_search_by_key(&member.node_id, |m| m.node_id)
+        {
+            Ok(at) if self.members[at] == *member => return Ok(false),
+            Ok(at) => self.members[at] = member.clone(),
+            Err(_) if self.members.len() >= MAX_MEMBERS => {
+                return Err(format!("the cluster already has {MAX_MEMBERS} members"));
+            }
+            Err(at) => self.members.insert(at, member.clone()),
+        }
+        self.changed_at = index;
+        Ok(true)
+    }
 
-fn sorted(members: &[MemberInfo]) -> Vec<MemberInfo> {
-    let mut members = members.to_vec();
-    members.sort_by_key(|m| m.node_id);
-    members
+    /// The member `node_id`, if it is one.
+    pub fn member(&self, node_id: u64) -> Option<&MemberInfo> {
+        self.members.iter().find(|m| m.node_id == node_id)
+    }
+
+    /// The members' node ids, ascending.
+    pub fn member_ids(&self) -> Vec<u64> {
+        self.members.iter().map(|m| m.node_id).collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     fn member(node_id: u64, port: u16) -> MemberInfo {
         MemberInfo {
@@ -108,59 +116,57 @@ mod tests {
         }
     }
 
-    fn list(version: u64, members: Vec<MemberInfo>) -> MemberList {
-        MemberList {
-            cluster_id: 7,
-            cluster_name: "c".into(),
-            shards: 16,
-            version,
-            members,
-        }
-    }
-
-    fn merged(a: &MemberList, b: &MemberList) -> MemberList {
-        let mut out = a.clone();
-        out.merge(b);
-        out
+    #[test]
+    fn joins_add_in_id_order_update_addresses_and_refuse_nonsense() {
+        let mut state = ClusterState::default();
+        assert_eq!(
+            state.apply(3, &ClusterCommand::Join(member(9, 100))),
+            Ok(true)
+        );
+        assert_eq!(
+            state.apply(4, &ClusterCommand::Join(member(2, 200))),
+            Ok(true)
+        );
+        assert_eq!(state.member_ids(), vec![2, 9]);
+        assert_eq!((state.applied, state.changed_at), (4, 4));
+        // The same member again changes nothing but the applied index.
+        assert_eq!(
+            state.apply(5, &ClusterCommand::Join(member(9, 100))),
+            Ok(false)
+        );
+        assert_eq!((state.applied, state.changed_at), (5, 4));
+        // New addresses replace the old ones.
+        assert_eq!(
+            state.apply(6, &ClusterCommand::Join(member(9, 700))),
+            Ok(true)
+        );
+        assert_eq!(state.member(9), Some(&member(9, 700)));
+        assert!(state.apply(7, &ClusterCommand::Join(member(0, 1))).is_err());
+        let mut long = member(5, 1);
+        long.service_addr = "x".repeat(MAX_NAME_BYTES + 1);
+        assert!(state.apply(8, &ClusterCommand::Join(long)).is_err());
+        assert_eq!(state.member_ids(), vec![2, 9]);
+        assert_eq!(state.applied, 8);
     }
 
     #[test]
-    fn the_newer_list_gives_the_addresses_and_a_new_union_a_new_version() {
-        let old = list(3, vec![member(1, 100), member(2, 200)]);
-        let new = list(5, vec![member(2, 900), member(3, 300)]);
-        let mut a = old.clone();
-        assert!(a.merge(&new));
-        assert_eq!(a.version, 6, "a union nobody had");
-        assert_eq!(
-            a.members,
-            vec![member(1, 100), member(2, 900), member(3, 300)]
-        );
-        let grown = list(5, vec![member(1, 100), member(2, 900), member(3, 300)]);
-        let mut b = old.clone();
-        assert!(b.merge(&grown));
-        assert_eq!(b, grown, "the newest list is adopted as it is");
-        assert!(!b.merge(&old), "nothing new from an older subset");
-        assert_eq!(b, grown);
-    }
-
-    fn arb_list() -> impl Strategy<Value = MemberList> {
-        let members = prop::collection::vec((1u64..8, 1u16..4), 0..6)
-            .prop_map(|ms| ms.into_iter().map(|(id, p)| member(id, p)).collect());
-        (0u64..4, members).prop_map(|(version, members)| list(version, members))
-    }
-
-    proptest! {
-        #[test]
-        fn merge_is_commutative_and_idempotent(a in arb_list(), b in arb_list()) {
-            let ab = merged(&a, &b);
-            let ba = merged(&b, &a);
-            prop_assert_eq!(&ab.members, &ba.members);
-            prop_assert_eq!(ab.version, ba.version);
-            prop_assert!(ab.version >= a.version.max(b.version));
-            let mut again = ab.clone();
-            prop_assert!(!again.merge(&b), "merging the same list twice changes nothing");
-            prop_assert!(!again.merge(&ab.clone()));
-            prop_assert_eq!(again, ab);
+    fn a_full_list_refuses_new_members_but_takes_new_addresses() {
+        let mut state = ClusterState::default();
+        for id in 1..=MAX_MEMBERS as u64 {
+            state
+                .apply(id, &ClusterCommand::Join(member(id, 1)))
+                .unwrap();
         }
+        let next = MAX_MEMBERS as u64 + 1;
+        assert!(
+            state
+                .apply(next, &ClusterCommand::Join(member(next, 1)))
+                .is_err()
+        );
+        assert_eq!(
+            state.apply(next + 1, &ClusterCommand::Join(member(1, 2))),
+            Ok(true)
+        );
+        assert_eq!(state.members.len(), MAX_MEMBERS);
     }
 }

@@ -4,7 +4,9 @@
 //! A WAL entry's payload is a [`StoredEntry`]: the raft entry's type, data and
 //! context. The data of a normal entry that carries a command is a
 //! [`Proposal`]; an empty one is a leader's no-op. Both start with a version
-//! byte, and decoding is bounded by [`MAX_ENTRY_BYTES`].
+//! byte, and decoding is bounded by [`MAX_ENTRY_BYTES`]. The cluster
+//! group's entries carry a [`crate::cluster::ClusterCommand`] instead, and
+//! its snapshots a [`crate::cluster::ClusterState`].
 
 use aerie_engine::Command;
 use serde::{Deserialize, Serialize};
@@ -146,6 +148,31 @@ impl SnapshotRef {
     /// Decodes a raft snapshot's data field.
     pub fn decode(bytes: &[u8]) -> Result<SnapshotRef, DecodeError> {
         decode(bytes, "snapshot reference")
+    }
+}
+
+impl crate::cluster::ClusterCommand {
+    /// The data bytes of a cluster group entry.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Decodes a cluster group entry's data.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        decode(bytes, "cluster command")
+    }
+}
+
+impl crate::cluster::ClusterState {
+    /// The bytes of the cluster state (a raft snapshot's data field in the
+    /// cluster group, and the body of its state file).
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Decodes the cluster state.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        decode(bytes, "cluster state")
     }
 }
 

@@ -46,9 +46,12 @@
 //!   challenge over the cluster secret, cluster id and node ids) before any
 //!   of their bytes reach the raft (protobuf) decoder. The bytes are in
 //!   `replication/FABRIC.md`, the constants in [`fabric::format`].
-//! * [`cluster`]: the member list nodes exchange to form a cluster from
-//!   seeds (`TcpTransport::join`, `Envelope::Members`) and how two lists
-//!   merge; the node layer owns it and decides who may join.
+//! * [`cluster`]: the cluster's metadata (members and their addresses) and
+//!   the commands that change it; the list a seed answers a joining node.
+//! * [`group`]: the cluster group, the raft group whose state machine is
+//!   that metadata: every member replicates it (voters as for a shard, the
+//!   rest learners), the ready loop drives and applies it beside the
+//!   shards; its state file and the inline snapshots its leader sends.
 //! * [`codec`]: the bytes of a log entry — the only module naming `bincode`.
 //! * [`shards`]: partitions to shards; shard `s` uses WAL stream and engine
 //!   log `s + 1`.
@@ -79,6 +82,7 @@ pub mod cluster;
 pub mod codec;
 mod error;
 pub mod fabric;
+pub mod group;
 pub mod health;
 mod install;
 mod logging;

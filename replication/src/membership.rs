@@ -27,7 +27,8 @@ use raft::prelude::{
 };
 
 use crate::error::{Error, Result};
-use crate::shard::Shard;
+use crate::storage::ShardStorage;
+use raft::RawNode;
 
 fn single(node: u64, change_type: ConfChangeType) -> ConfChangeSingle {
     let mut change = ConfChangeSingle::default();
@@ -98,31 +99,32 @@ fn decode(entry: &Entry) -> Result<Option<ConfChangeV2>> {
 }
 
 /// Applies the membership entries among `entries` (committed, in order)
-/// that the shard's meta file does not have yet, storing each new
+/// that the group's meta file does not have yet, storing each new
 /// configuration before the next. A change raft refuses (e.g. leaving a
-/// configuration that is not joint) changes nothing.
-pub fn apply_committed(shard: &mut Shard, entries: &[Entry]) {
+/// configuration that is not joint) changes nothing. `group` names the
+/// group in logs (a shard, or the cluster group).
+pub fn apply_committed(raw: &mut RawNode<ShardStorage>, group: u32, entries: &[Entry]) {
     for entry in entries {
-        if entry.index <= shard.raw.store().meta().conf_index() {
+        if entry.index <= raw.store().meta().conf_index() {
             continue;
         }
         let cc = match decode(entry) {
             Ok(Some(cc)) => cc,
             Ok(None) => continue,
             Err(e) => {
-                tracing::error!(shard = shard.id, error = %e, "skipping a membership entry");
+                tracing::error!(group, error = %e, "skipping a membership entry");
                 continue;
             }
         };
-        match shard.raw.apply_conf_change(&cc) {
+        match raw.apply_conf_change(&cc) {
             Ok(conf) => {
-                tracing::info!(shard = shard.id, index = entry.index, voters = ?conf.voters, learners = ?conf.learners, outgoing = ?conf.voters_outgoing, "membership changed");
-                if let Err(e) = shard.raw.mut_store().apply_membership(entry.index, conf) {
-                    tracing::error!(shard = shard.id, error = %e, "storing the membership failed");
+                tracing::info!(group, index = entry.index, voters = ?conf.voters, learners = ?conf.learners, outgoing = ?conf.voters_outgoing, "membership changed");
+                if let Err(e) = raw.mut_store().apply_membership(entry.index, conf) {
+                    tracing::error!(group, error = %e, "storing the membership failed");
                 }
             }
             Err(e) => {
-                tracing::warn!(shard = shard.id, index = entry.index, error = %e, "membership change refused by raft");
+                tracing::warn!(group, index = entry.index, error = %e, "membership change refused by raft");
             }
         }
     }

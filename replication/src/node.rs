@@ -22,7 +22,9 @@ use aerie_wal::Wal;
 use tokio::sync::oneshot;
 
 use crate::apply::{self, SnapshotPolicy};
+use crate::cluster::ClusterState;
 use crate::error::{Error, Result};
+use crate::group::{CLUSTER_GROUP, ClusterGroup, OnChange};
 use crate::health::{Gate, Refusal};
 use crate::lock;
 use crate::ready::ReadyLoop;
@@ -143,6 +145,7 @@ pub(crate) enum Input {
         reply: apply::Callback<()>,
     },
     Placement(crate::placement::Placement),
+    ClusterPropose(crate::cluster::ClusterCommand),
     HandOff,
     SnapshotNow,
     Stop,
@@ -179,6 +182,8 @@ pub struct Node {
     config: Arc<NodeConfig>,
     input: SyncSender<Input>,
     status: Arc<Mutex<Vec<ShardStatus>>>,
+    cluster_state: Arc<Mutex<ClusterState>>,
+    cluster_status: Arc<Mutex<Option<ShardStatus>>>,
     gate: Arc<Gate>,
     engine: Arc<Engine>,
     stopping: Arc<AtomicBool>,
@@ -194,6 +199,10 @@ pub struct NodeParts {
     pub engine: Arc<Engine>,
     /// How envelopes reach other nodes.
     pub transport: Arc<dyn Transport>,
+    /// Runs the cluster group (see [`crate::group`]) and is told each new
+    /// member list it applies; `None` runs no cluster group (shards are then
+    /// placed with [`Node::set_placement`] alone).
+    pub on_cluster_change: Option<OnChange>,
 }
 
 impl Node {
@@ -238,6 +247,14 @@ impl Node {
             threads.push(worker);
         }
         let status = Arc::new(Mutex::new(shards.iter().map(|s| s.status()).collect()));
+        let cluster_state = Arc::new(Mutex::new(ClusterState::default()));
+        let cluster = parts
+            .on_cluster_change
+            .map(|on_change| {
+                ClusterGroup::open(&config, &parts.wal, cluster_state.clone(), on_change)
+            })
+            .transpose()?;
+        let cluster_status = Arc::new(Mutex::new(cluster.as_ref().map(ClusterGroup::status)));
         let (chunk_requests, chunk_server) = spawn_chunk_server(&config, parts.transport.clone())?;
         threads.push(chunk_server);
         let background = start_background(&config, &parts.engine, &clock_ms)?;
@@ -263,6 +280,8 @@ impl Node {
             last_compact: Instant::now(),
             published_confs: Vec::new(),
             last_published: Instant::now(),
+            cluster,
+            cluster_status: cluster_status.clone(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("raft-loop-{}", config.node_id))
@@ -276,6 +295,8 @@ impl Node {
             config,
             input,
             status,
+            cluster_state,
+            cluster_status,
             gate,
             engine: parts.engine,
             stopping,
@@ -286,6 +307,9 @@ impl Node {
         let me = [node.config.node_id];
         for status in node.status().iter().filter(|s| s.voters == me) {
             node.campaign(status.shard);
+        }
+        if node.cluster_group_status().is_some_and(|s| s.voters == me) {
+            node.campaign(CLUSTER_GROUP);
         }
         Ok((node, deliver))
     }
@@ -401,6 +425,25 @@ impl Node {
     /// one membership change at a time (see [`crate::placement`]).
     pub fn set_placement(&self, placement: crate::placement::Placement) -> Result<()> {
         self.send(Input::Placement(placement))
+    }
+
+    /// Proposes a change of the cluster's metadata to the cluster group
+    /// (forwarded to its leader from a follower). Fire and forget: whether
+    /// it took shows in [`Node::cluster_state`]; propose again if not.
+    pub fn propose_cluster(&self, command: crate::cluster::ClusterCommand) -> Result<()> {
+        self.send(Input::ClusterPropose(command))
+    }
+
+    /// The cluster's metadata as this node last applied it (empty on a node
+    /// without a cluster group, or before its first entry).
+    pub fn cluster_state(&self) -> ClusterState {
+        lock(&self.cluster_state).clone()
+    }
+
+    /// The cluster group's raft state as of the last loop round (`shard` is
+    /// [`CLUSTER_GROUP`]), on a node that runs one.
+    pub fn cluster_group_status(&self) -> Option<ShardStatus> {
+        lock(&self.cluster_status).clone()
     }
 
     /// Hands every shard this node leads to another voter and waits until

@@ -123,6 +123,36 @@ pub fn next_step(status: &ShardStatus, placement: &Placement) -> Option<Step> {
         .map(|&id| Step::AddLearner(id))
 }
 
+/// The next change for the cluster group (`status` is its leader's view):
+/// voters toward `min(replication_factor, members)` as for a shard, and
+/// every other member a learner, so every member applies the metadata.
+pub fn next_group_step(status: &ShardStatus, placement: &Placement) -> Option<Step> {
+    if !status.voters_outgoing.is_empty() {
+        return Some(Step::LeaveJoint);
+    }
+    let is_member = |id: &u64| placement.members.contains(id);
+    if let Some(&gone) = status.learners.iter().find(|id| !is_member(id)) {
+        return Some(Step::RemoveLearner(gone));
+    }
+    let wanted = placement.replication_factor.min(placement.members.len());
+    let best_ready = status
+        .learners
+        .iter()
+        .copied()
+        .filter(|&id| caught_up(status, id))
+        .max_by_key(|&id| rank(status.shard, id));
+    if status.voters.len() < wanted
+        && let Some(ready) = best_ready
+    {
+        return Some(Step::Promote(ready));
+    }
+    placement
+        .members
+        .iter()
+        .find(|id| !status.voters.contains(id) && !status.learners.contains(id))
+        .map(|&id| Step::AddLearner(id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +245,25 @@ mod tests {
         }
         // Every other member is picked for some shard.
         assert_eq!(picked.len(), 4, "{picked:?}");
+    }
+
+    #[test]
+    fn the_cluster_group_makes_every_member_a_learner_and_promotes_to_the_factor() {
+        let placement = Placement {
+            replication_factor: 3,
+            members: vec![1, 2, 3, 4, 5],
+        };
+        let step = |voters: &[u64], learners: &[u64], progress: &[(u64, u64)]| {
+            next_group_step(&status(voters, learners, progress), &placement)
+        };
+        assert_eq!(step(&[1], &[], &[]), Some(Step::AddLearner(2)));
+        assert_eq!(step(&[1], &[2, 3, 4, 5], &[]), None, "nobody caught up yet");
+        assert_eq!(
+            step(&[1], &[2, 3, 4, 5], &[(1, 500), (4, 499)]),
+            Some(Step::Promote(4))
+        );
+        assert_eq!(step(&[1, 2, 4], &[3, 5], &[(3, 500), (5, 500)]), None);
+        assert_eq!(step(&[1, 2, 4], &[3, 9], &[]), Some(Step::RemoveLearner(9)));
+        assert_eq!(step(&[1, 2, 4], &[3], &[]), Some(Step::AddLearner(5)));
     }
 }

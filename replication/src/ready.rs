@@ -17,18 +17,20 @@ use std::time::{Duration, Instant};
 
 use aerie_engine::{Command, Engine};
 use aerie_wal::{LogBatch, Wal};
-use raft::SnapshotStatus;
 use raft::prelude::{Message, MessageType, Ready};
+use raft::{RawNode, SnapshotStatus, StateRole};
 
 use crate::apply::{self, Appended, ApplyTask, Waiter};
 use crate::codec::{Proposal, SnapshotRef};
 use crate::error::{Error, Result};
+use crate::group::{CLUSTER_GROUP, ClusterGroup};
 use crate::health::{Gate, Refusal};
 use crate::install::{self, Fetch};
 use crate::lock;
 use crate::node::{Input, NodeConfig, ShardStatus, now_ms};
 use crate::placement::Placement;
 use crate::shard::{Installing, PendingRead, Shard, open_raw};
+use crate::storage::ShardStorage;
 use crate::transport::{Envelope, Transport};
 
 /// How often the shards this node leads are moved toward the placement.
@@ -80,6 +82,10 @@ pub(crate) struct ReadyLoop {
     /// Membership entry index per shard as last published in full, and when.
     pub published_confs: Vec<u64>,
     pub last_published: Instant,
+    /// The cluster group, on a node that runs one (`aerie node` does; the
+    /// in-process test clusters place their shards by hand).
+    pub cluster: Option<ClusterGroup>,
+    pub cluster_status: Arc<Mutex<Option<ShardStatus>>>,
 }
 
 impl ReadyLoop {
@@ -130,6 +136,9 @@ impl ReadyLoop {
                 .iter()
                 .zip(&self.published_confs)
                 .any(|(s, &c)| conf_index(s) != c);
+        if let Some(group) = &self.cluster {
+            *lock(&self.cluster_status) = Some(group.status());
+        }
         if stale {
             *published = self.shards.iter().map(Shard::status).collect();
             self.published_confs = self.shards.iter().map(conf_index).collect();
@@ -159,6 +168,9 @@ impl ReadyLoop {
                 shard.raw.tick();
             }
         }
+        if let Some(group) = self.cluster.as_mut().filter(|_| !self.wal_failed) {
+            group.raw.tick();
+        }
         self.retry_failed_installs();
         if !self.wal_failed {
             self.maybe_compact();
@@ -174,22 +186,20 @@ impl ReadyLoop {
     /// (raft sends it the missing entries first): a stopping node's clients
     /// then see no error. Asked again every tick while handing off.
     fn hand_off(&mut self) {
+        let me = self.config.node_id;
         for shard in self
             .shards
             .iter_mut()
             .filter(|s| s.is_leader() && !s.is_frozen())
         {
-            let me = self.config.node_id;
-            let to = shard
-                .status()
-                .progress
-                .iter()
-                .filter(|&&(id, _)| id != me && shard.raw.raft.prs().conf().voters().contains(id))
-                .max_by_key(|&&(_, matched)| matched)
-                .map(|&(id, _)| id);
-            if let Some(to) = to {
+            if let Some(to) = most_caught_up_voter(&shard.status(), me) {
                 shard.raw.transfer_leader(to);
             }
+        }
+        if let Some(group) = self.cluster.as_mut().filter(|g| g.is_leader())
+            && let Some(to) = most_caught_up_voter(&group.status(), me)
+        {
+            group.raw.transfer_leader(to);
         }
     }
 
@@ -203,6 +213,9 @@ impl ReadyLoop {
             return;
         }
         self.last_placement = Instant::now();
+        if let Some(group) = self.cluster.as_mut().filter(|g| g.is_leader()) {
+            place_group(&mut group.raw, self.config.node_id, placement);
+        }
         for shard in self
             .shards
             .iter_mut()
@@ -313,9 +326,19 @@ impl ReadyLoop {
                     request_snapshot(shard);
                 }
             }
+            Input::Campaign(CLUSTER_GROUP) => {
+                if let Some(group) = &mut self.cluster {
+                    let _ = group.raw.campaign();
+                }
+            }
             Input::Campaign(shard) => {
                 if let Some(shard) = self.shard(shard) {
                     let _ = shard.raw.campaign();
+                }
+            }
+            Input::ClusterPropose(command) => {
+                if let Some(group) = self.cluster.as_mut().filter(|_| !self.wal_failed) {
+                    group.propose(&command);
                 }
             }
             Input::HandOff => {
@@ -339,10 +362,16 @@ impl ReadyLoop {
                 if self.handing_off && message.get_msg_type() == MessageType::MsgTimeoutNow {
                     return;
                 }
+                if shard == CLUSTER_GROUP {
+                    if let Some(group) = &mut self.cluster {
+                        step(&mut group.raw, CLUSTER_GROUP, message);
+                    }
+                    return;
+                }
                 // While a snapshot installs, raft holds a ready open: stepping
                 // it then is not allowed (the leader resends later).
                 if let Some(shard) = self.shard(shard).filter(|s| !s.is_frozen()) {
-                    step(shard, message);
+                    step(&mut shard.raw, shard.id, message);
                 }
             }
             request @ Envelope::ChunkRequest { .. } => {
@@ -354,9 +383,6 @@ impl ReadyLoop {
                     let _ = installing.chunks.try_send(chunk);
                 }
             }
-            // The node layer's: it intercepts member lists before they are
-            // delivered here, so one that arrives anyway has no reader.
-            Envelope::Members(_) => {}
         }
     }
 
@@ -514,7 +540,8 @@ impl ReadyLoop {
             send_messages(
                 self.transport.as_ref(),
                 self.config.node_id,
-                shard,
+                &mut shard.raw,
+                shard.id,
                 messages,
             );
             if !ready.snapshot().is_empty() {
@@ -524,6 +551,7 @@ impl ReadyLoop {
             self.stage(i, &mut ready, &mut batch)?;
             readies.push((i, ready));
         }
+        let group_ready = self.stage_group(&mut batch)?;
         if !batch.is_empty() {
             self.stage_commit_indices(&mut batch);
             self.wal.write(batch)?;
@@ -531,7 +559,57 @@ impl ReadyLoop {
         for (i, ready) in readies {
             self.finish_ready(i, ready);
         }
+        if let Some(ready) = group_ready {
+            self.finish_group_ready(ready)?;
+        }
         Ok(())
+    }
+
+    /// The cluster group's ready up to the WAL write: its messages sent, a
+    /// snapshot from its leader installed (the state travels in the
+    /// message), committed entries applied, entries staged.
+    fn stage_group(&mut self, batch: &mut LogBatch) -> Result<Option<Ready>> {
+        let (transport, me) = (self.transport.as_ref(), self.config.node_id);
+        let Some(group) = self.cluster.as_mut().filter(|g| g.raw.has_ready()) else {
+            return Ok(None);
+        };
+        let mut ready = group.raw.ready();
+        send_messages(
+            transport,
+            me,
+            &mut group.raw,
+            CLUSTER_GROUP,
+            ready.take_messages(),
+        );
+        if !ready.snapshot().is_empty() {
+            group.install(ready.snapshot())?;
+        }
+        group.hand_committed(ready.take_committed_entries())?;
+        group
+            .raw
+            .store()
+            .stage(ready.entries(), ready.hs(), batch)?;
+        Ok(Some(ready))
+    }
+
+    /// The cluster group's ready after its entries are durable.
+    fn finish_group_ready(&mut self, mut ready: Ready) -> Result<()> {
+        let (transport, me) = (self.transport.as_ref(), self.config.node_id);
+        let Some(group) = self.cluster.as_mut() else {
+            return Ok(());
+        };
+        let persisted = ready.take_persisted_messages();
+        send_messages(transport, me, &mut group.raw, CLUSTER_GROUP, persisted);
+        let mut light = group.raw.advance(ready);
+        group.commit_unsaved |= light.commit_index().is_some();
+        send_messages(
+            transport,
+            me,
+            &mut group.raw,
+            CLUSTER_GROUP,
+            light.take_messages(),
+        );
+        group.hand_committed(light.take_committed_entries())
     }
 
     /// Commit indices that moved since their last hard state ride along with
@@ -547,6 +625,11 @@ impl ReadyLoop {
             shard.commit_unsaved = false;
             let hs = shard.raw.raft.hard_state();
             shard.raw.store().stage_hard_state(&hs, batch);
+        }
+        if let Some(group) = self.cluster.as_mut().filter(|g| g.commit_unsaved) {
+            group.commit_unsaved = false;
+            let hs = group.raw.raft.hard_state();
+            group.raw.store().stage_hard_state(&hs, batch);
         }
     }
 
@@ -569,10 +652,17 @@ impl ReadyLoop {
     fn finish_ready(&mut self, i: usize, mut ready: Ready) {
         let (transport, me) = (self.transport.as_ref(), self.config.node_id);
         let shard = &mut self.shards[i];
-        send_messages(transport, me, shard, ready.take_persisted_messages());
+        let persisted = ready.take_persisted_messages();
+        send_messages(transport, me, &mut shard.raw, shard.id, persisted);
         let mut light = shard.raw.advance(ready);
         shard.commit_unsaved |= light.commit_index().is_some();
-        send_messages(transport, me, shard, light.take_messages());
+        send_messages(
+            transport,
+            me,
+            &mut shard.raw,
+            shard.id,
+            light.take_messages(),
+        );
         shard.hand_committed(light.take_committed_entries());
         shard.note_role();
     }
@@ -725,6 +815,11 @@ impl ReadyLoop {
                 tracing::warn!(shard = shard.id, error = %e, "log compaction failed");
             }
         }
+        if let Some(group) = &mut self.cluster
+            && let Err(e) = group.compact()
+        {
+            tracing::warn!(error = %e, "cluster group: log compaction failed");
+        }
         self.snapshot_pinning_shards();
     }
 
@@ -754,6 +849,39 @@ impl ReadyLoop {
                 );
                 request_snapshot(shard);
             }
+        }
+    }
+}
+
+/// The other voter with the most entries (raft sends it the rest before it
+/// takes over), from a leader's status.
+fn most_caught_up_voter(status: &ShardStatus, me: u64) -> Option<u64> {
+    status
+        .progress
+        .iter()
+        .filter(|&&(id, _)| id != me && status.voters.contains(&id))
+        .max_by_key(|&&(_, matched)| matched)
+        .map(|&(id, _)| id)
+}
+
+/// One membership change of the cluster group (its leader is here) toward
+/// the placement; the group's first configuration is written into its log
+/// first, as a shard's is.
+fn place_group(raw: &mut RawNode<ShardStorage>, me: u64, placement: &Placement) {
+    if raw.raft.pending_conf_index > raw.raft.raft_log.applied {
+        return;
+    }
+    let meta = raw.store().meta();
+    let step = if meta.conf_index() == 0 && meta.snapshot_index == 0 {
+        Some(crate::placement::Step::Promote(me))
+    } else {
+        let status = crate::shard::raft_status(raw, CLUSTER_GROUP, raw.raft.raft_log.applied);
+        crate::placement::next_group_step(&status, placement)
+    };
+    if let Some(step) = step {
+        tracing::info!(?step, "placement: a cluster group membership change");
+        if let Err(e) = raw.propose_conf_change(Vec::new(), step.change()) {
+            tracing::debug!(error = %e, "cluster group change refused");
         }
     }
 }
@@ -802,18 +930,18 @@ fn fetch_and_install(fetch: &Fetch, engine: &Engine) -> Result<PathBuf> {
 /// from what it has, so raft probes it down to a snapshot. (raft itself takes
 /// such a rejection for a stale message and would wait forever.) Lowering a
 /// match only makes the commit rule more careful.
-fn step(shard: &mut Shard, mut message: Message) {
+fn step(raw: &mut RawNode<ShardStorage>, group: u32, mut message: Message) {
     match message.get_msg_type() {
         MessageType::MsgHeartbeat => {
-            message.commit = message.commit.min(shard.raw.raft.raft_log.last_index());
+            message.commit = message.commit.min(raw.raft.raft_log.last_index());
         }
-        MessageType::MsgAppendResponse if message.reject && shard.is_leader() => {
+        MessageType::MsgAppendResponse if message.reject && raw.raft.state == StateRole::Leader => {
             let hint = message.reject_hint;
-            if let Some(pr) = shard.raw.raft.mut_prs().get_mut(message.from)
+            if let Some(pr) = raw.raft.mut_prs().get_mut(message.from)
                 && hint < pr.matched
             {
                 tracing::warn!(
-                    shard = shard.id,
+                    group,
                     follower = message.from,
                     had = pr.matched,
                     has = hint,
@@ -825,8 +953,8 @@ fn step(shard: &mut Shard, mut message: Message) {
         }
         _ => {}
     }
-    if let Err(e) = shard.raw.step(message) {
-        tracing::debug!(shard = shard.id, error = %e, "raft message refused");
+    if let Err(e) = raw.step(message) {
+        tracing::debug!(group, error = %e, "raft message refused");
     }
 }
 
@@ -837,7 +965,13 @@ fn step(shard: &mut Shard, mut message: Message) {
 /// A message the transport could not queue (peer unreachable, queue full) is
 /// reported (`report_unreachable`), so raft stops streaming appends to that
 /// follower and probes it instead.
-fn send_messages(transport: &dyn Transport, me: u64, shard: &mut Shard, messages: Vec<Message>) {
+fn send_messages(
+    transport: &dyn Transport,
+    me: u64,
+    raw: &mut RawNode<ShardStorage>,
+    group: u32,
+    messages: Vec<Message>,
+) {
     for message in messages {
         let to = message.to;
         let snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
@@ -845,7 +979,7 @@ fn send_messages(transport: &dyn Transport, me: u64, shard: &mut Shard, messages
             me,
             to,
             Envelope::Raft {
-                shard: shard.id,
+                shard: group,
                 message,
             },
         );
@@ -855,10 +989,10 @@ fn send_messages(transport: &dyn Transport, me: u64, shard: &mut Shard, messages
             } else {
                 SnapshotStatus::Failure
             };
-            shard.raw.report_snapshot(to, status);
+            raw.report_snapshot(to, status);
         }
         if !queued {
-            shard.raw.report_unreachable(to);
+            raw.report_unreachable(to);
         }
     }
 }

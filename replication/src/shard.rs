@@ -23,7 +23,7 @@ use crate::health::Gate;
 use crate::meta::{RaftMeta, meta_path};
 use crate::node::{Input, NodeConfig, ShardStatus};
 use crate::shards::{ShardMap, log_id, stream_id};
-use crate::storage::{ShardStorage, SnapshotSlot};
+use crate::storage::{ShardStorage, SnapshotSlot, SnapshotSource};
 use crate::transport::Envelope;
 
 /// Capacity of each apply loop's queue (batches of entries).
@@ -88,29 +88,7 @@ impl Shard {
     }
 
     pub fn status(&self) -> ShardStatus {
-        let conf = self.raw.store().meta().conf_state();
-        let progress = if self.is_leader() {
-            self.raw
-                .raft
-                .prs()
-                .iter()
-                .map(|(id, pr)| (*id, pr.matched))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let mut status = ShardStatus {
-            shard: self.id,
-            leader: 0,
-            term: 0,
-            applied: 0,
-            commit: 0,
-            compacted: 0,
-            voters: conf.voters,
-            learners: conf.learners,
-            voters_outgoing: conf.voters_outgoing,
-            progress,
-        };
+        let mut status = raft_status(&self.raw, self.id, 0);
         self.refresh_status(&mut status);
         status
     }
@@ -211,7 +189,7 @@ impl Shard {
         if entries.is_empty() {
             return;
         }
-        crate::membership::apply_committed(self, &entries);
+        crate::membership::apply_committed(&mut self.raw, self.id, &entries);
         self.backlog_bytes += entries_bytes(&entries);
         self.backlog.push_back(entries);
         self.flush_backlog();
@@ -242,6 +220,33 @@ impl Shard {
     /// catches up.
     pub fn backlog_full(&self) -> bool {
         self.backlog_bytes >= MAX_BACKLOG_BYTES
+    }
+}
+
+/// A raft group's status: its configuration, and on the leader each
+/// member's progress; `applied` is the group's applied index.
+pub fn raft_status(raw: &RawNode<ShardStorage>, group: u32, applied: u64) -> ShardStatus {
+    let conf = raw.store().meta().conf_state();
+    let progress = if raw.raft.state == StateRole::Leader {
+        raw.raft
+            .prs()
+            .iter()
+            .map(|(id, pr)| (*id, pr.matched))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    ShardStatus {
+        shard: group,
+        leader: raw.raft.leader_id,
+        term: raw.raft.term,
+        applied,
+        commit: raw.raft.raft_log.committed,
+        compacted: raw.store().meta().snapshot_index,
+        voters: conf.voters,
+        learners: conf.learners,
+        voters_outgoing: conf.voters_outgoing,
+        progress,
     }
 }
 
@@ -421,7 +426,7 @@ pub fn open_raw(
         wal.clone(),
         meta,
         path,
-        slot.clone(),
+        SnapshotSource::Files(slot.clone()),
     )?;
     let durable = engine.durable_applied_index(log_id(shard));
     bootstrap_from_snapshot(&mut storage, durable, slot)?;

@@ -1,7 +1,7 @@
-//! raft-rs `Storage` for one shard, answered from the node's WAL (entries and
-//! hard state of the shard's stream) and the shard's meta file (compaction
-//! point, membership). The ready loop owns it inside the shard's `RawNode` and
-//! is the only writer.
+//! raft-rs `Storage` for one raft group (a shard, or the cluster group),
+//! answered from the node's WAL (entries and hard state of the group's
+//! stream) and the group's meta file (compaction point, membership). The
+//! ready loop owns it inside the group's `RawNode` and is the only writer.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,14 +25,36 @@ pub struct SnapshotSlot {
     pub wanted: AtomicBool,
 }
 
-/// One shard's raft storage.
+/// The cluster group's state as raft sends it in a snapshot message (it is
+/// small: the member list), kept current by the ready loop as it applies.
+#[derive(Debug, Default)]
+pub struct InlineSnapshot {
+    /// The index the state is at (applied, and durable in the state file).
+    pub index: u64,
+    /// The term of that index.
+    pub term: u64,
+    /// The encoded `ClusterState`.
+    pub data: Vec<u8>,
+}
+
+/// Where a group's raft snapshots come from.
+#[derive(Debug, Clone)]
+pub enum SnapshotSource {
+    /// A shard's snapshot files: the message names one, the follower fetches
+    /// it in chunks.
+    Files(Arc<SnapshotSlot>),
+    /// The cluster group's state, carried in the message itself.
+    Inline(Arc<Mutex<InlineSnapshot>>),
+}
+
+/// One raft group's storage (a shard's, or the cluster group's).
 pub struct ShardStorage {
     shard: u32,
     stream: u64,
     wal: Arc<Wal>,
     meta: RaftMeta,
     meta_path: PathBuf,
-    snapshots: Arc<SnapshotSlot>,
+    snapshots: SnapshotSource,
 }
 
 fn store_error(e: impl std::error::Error + Send + Sync + 'static) -> raft::Error {
@@ -88,7 +110,7 @@ impl ShardStorage {
         wal: Arc<Wal>,
         meta: RaftMeta,
         meta_path: PathBuf,
-        snapshots: Arc<SnapshotSlot>,
+        snapshots: SnapshotSource,
     ) -> Result<ShardStorage> {
         let mut storage = ShardStorage {
             shard,
@@ -261,7 +283,15 @@ impl raft::Storage for ShardStorage {
     }
 
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
-        let newest = crate::lock(&self.snapshots.newest).clone();
+        let newest = match &self.snapshots {
+            SnapshotSource::Files(slot) => crate::lock(&slot.newest)
+                .as_ref()
+                .map(|(index, term, reference)| (*index, *term, reference.encode())),
+            SnapshotSource::Inline(state) => {
+                let state = crate::lock(state);
+                Some((state.index, state.term, state.data.clone()))
+            }
+        };
         let wanted_from = request_index.max(self.meta.snapshot_index);
         // raft refuses a snapshot whose configuration lacks the receiver (a
         // learner added after it was taken): a newer one is needed then.
@@ -272,9 +302,9 @@ impl raft::Storage for ShardStorage {
                 .any(|ids| ids.contains(&to))
         };
         match newest {
-            Some((index, term, reference)) if index >= wanted_from && includes(index) => {
+            Some((index, term, data)) if index >= wanted_from && includes(index) => {
                 let mut snapshot = Snapshot {
-                    data: reference.encode().into(),
+                    data: data.into(),
                     ..Snapshot::default()
                 };
                 let metadata = snapshot.mut_metadata();
@@ -285,7 +315,9 @@ impl raft::Storage for ShardStorage {
                 Ok(snapshot)
             }
             _ => {
-                self.snapshots.wanted.store(true, Ordering::SeqCst);
+                if let SnapshotSource::Files(slot) = &self.snapshots {
+                    slot.wanted.store(true, Ordering::SeqCst);
+                }
                 Err(raft::Error::Store(
                     StorageError::SnapshotTemporarilyUnavailable,
                 ))

@@ -48,10 +48,6 @@ pub enum Envelope {
         /// The bytes, or an error text.
         bytes: Result<Vec<u8>, String>,
     },
-    /// The cluster's member list, for the node layer: it takes these out
-    /// before envelopes reach `Node`'s deliver function (the ready loop
-    /// ignores one that gets there). Travels on the raft lane.
-    Members(crate::cluster::MemberList),
 }
 
 impl Envelope {

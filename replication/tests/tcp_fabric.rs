@@ -57,7 +57,7 @@ fn record(transport: &TcpTransport) -> Arc<Mutex<Vec<u64>>> {
         let from = match envelope {
             Envelope::Raft { message, .. } => message.from,
             Envelope::ChunkRequest { from, .. } => from,
-            Envelope::Chunk { .. } | Envelope::Members(_) => 0,
+            Envelope::Chunk { .. } => 0,
         };
         sink.lock().unwrap().push(from);
         true

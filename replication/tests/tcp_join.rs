@@ -18,7 +18,7 @@ use aerie_replication::cluster::{MemberInfo, MemberList};
 use aerie_replication::fabric::format::{ANY_NODE, kind, lane, refused};
 use aerie_replication::fabric::hello::{Challenge, ClusterId, Hello};
 use aerie_replication::fabric::{FabricConfig, TcpTransport};
-use aerie_replication::transport::{Envelope, LocalNetwork, Transport};
+use aerie_replication::transport::{Envelope, Transport};
 use aerie_replication::{Error, HandshakeRefusal};
 use common::{read_frame, write_frame};
 use raft::prelude::{Message, MessageType};
@@ -276,37 +276,4 @@ fn unknown_but_authenticated_dialers_are_accepted_only_with_accept_unknown_peers
             ..
         })
     ));
-}
-
-#[test]
-fn member_lists_travel_between_two_transports_and_through_the_local_network() {
-    let a = start(1, Some(SECRET));
-    let b = start(2, Some(SECRET));
-    let seen = record(&a);
-    b.set_peers([(1, a.local_addr())].into()).unwrap();
-    let members = list(vec![member(&a, 1), member(&b, 2)]);
-    eventually("b's raft lane", || {
-        b.send(2, 1, Envelope::Members(members.clone()))
-    });
-    eventually("the list", || !seen.lock().unwrap().is_empty());
-    match &seen.lock().unwrap()[0] {
-        Envelope::Members(got) => assert_eq!(*got, members),
-        other => panic!("{other:?}"),
-    }
-
-    let network = LocalNetwork::new(7);
-    let got = Arc::new(Mutex::new(None));
-    let sink = got.clone();
-    network.register(
-        1,
-        Arc::new(move |envelope| {
-            *sink.lock().unwrap() = Some(envelope);
-            true
-        }),
-    );
-    assert!(network.send(2, 1, Envelope::Members(members.clone())));
-    match got.lock().unwrap().take() {
-        Some(Envelope::Members(got)) => assert_eq!(got, members),
-        other => panic!("{other:?}"),
-    }
 }

@@ -55,6 +55,7 @@ fn one_busy_shard_and_idle_ones_keep_the_wal_under_its_bound() {
         wal: wal.clone(),
         engine: engine.clone(),
         transport: net.clone(),
+        on_cluster_change: None,
     };
     let (node, deliver) = Node::open(config, parts).unwrap();
     net.register(1, deliver);

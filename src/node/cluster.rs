@@ -1,67 +1,56 @@
-//! The cluster as this node sees it: the member list (kept in the data dir
-//! as `members.toml`), joining through seeds, spreading the list to every
-//! member (pushed on every change and every `GOSSIP_INTERVAL_MS`), and what
-//! clients are told: `peers-clear-std`, `replicas` and the generations.
+//! The cluster as this node sees it: the members (the cluster group's
+//! state, `aerie_replication::group`, replicated to every member), joining
+//! through seeds, and what clients are told: `peers-clear-std`, `replicas`
+//! and the generations.
 //!
-//! Who owns what: the member list decides the fabric's peer book and the
-//! placement every shard leader drives (`aerie_replication::placement`);
+//! Who owns what: the cluster group decides who the members are and where
+//! they are reached; this module turns that into the fabric's peer book and
+//! the placement every shard leader drives (`aerie_replication::placement`);
 //! raft decides who leads and who votes in each shard. Members are only
-//! added here (removing and replacing them is the self-healing issue's).
+//! added (removing and replacing them is the self-healing issue's).
 //!
-//! The list is merged by union (highest version wins a member's addresses),
-//! not agreed by consensus: two members may briefly see different lists,
-//! which only delays placement. A list from another cluster (its id differs)
-//! is refused.
+//! A node not yet in the group's state (a joiner whose first entries have
+//! not arrived, a founder before its first election) uses the provisional
+//! list it started with (the seed's answer, or itself), and asks to be
+//! added every `JOIN_INTERVAL_MS` until it sees itself with its current
+//! addresses: through its own group (raft forwards the proposal to the
+//! leader) once it knows a leader, else through another member's fabric
+//! join.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use aerie_protocol::info::{self, PartitionBitmap, Peer, PeerAddress};
-use aerie_replication::cluster::{MemberInfo, MemberList};
+use aerie_replication::cluster::{ClusterCommand, ClusterState, MemberInfo, MemberList};
 use aerie_replication::fabric::TcpTransport;
+use aerie_replication::group::OnChange;
 use aerie_replication::placement::Placement;
 use aerie_replication::shards::ShardMap;
-use aerie_replication::transport::{Envelope, Transport};
 use aerie_replication::{Node, ShardStatus};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// The member list file in a data dir.
-pub const MEMBERS_FILE: &str = "members.toml";
-/// How often the list is pushed to every member even when nothing changed
-/// (a member that missed a push, or restarted, catches up).
-const GOSSIP_INTERVAL_MS: u64 = 2_000;
+/// How often a node not (or not correctly) in the cluster's state asks to
+/// be added.
+const JOIN_INTERVAL_MS: u64 = 1_000;
+/// One join attempt through another member's fabric.
+const JOIN_ATTEMPT_MS: u64 = 2_000;
 
 use super::lock;
-
-/// `members.toml`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MembersFile {
-    version: u64,
-    members: Vec<MemberEntry>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MemberEntry {
-    node_id: u64,
-    fabric_addr: String,
-    service_addr: String,
-}
 
 /// The cluster state of one node.
 pub struct Cluster {
     me: MemberInfo,
     replication_factor: usize,
     map: ShardMap,
-    list: Mutex<MemberList>,
-    path: PathBuf,
+    cluster_id: u64,
+    cluster_name: String,
+    /// Who this node started out knowing, until the group's state has
+    /// members.
+    provisional: Vec<MemberInfo>,
     transport: Arc<TcpTransport>,
     node: OnceLock<Arc<Node>>,
     /// Per shard: this node led it when a leader was last known (so column
@@ -69,117 +58,163 @@ pub struct Cluster {
     led: Mutex<Vec<bool>>,
     partition_generation: AtomicU64,
     last_replicas: Mutex<String>,
-    /// One writer of `members.toml` at a time (they share its temp file).
-    storing: Mutex<()>,
 }
 
 impl Cluster {
-    /// The cluster of `list`, as node `me`.
+    /// The cluster of `start` (its id, name and members until the group's
+    /// state has some), as node `me`.
     pub fn new(
         me: MemberInfo,
         replication_factor: usize,
         map: ShardMap,
-        list: MemberList,
-        data_dir: &Path,
+        start: MemberList,
         transport: Arc<TcpTransport>,
-    ) -> Result<Arc<Cluster>> {
-        let cluster = Arc::new(Cluster {
+    ) -> Arc<Cluster> {
+        Arc::new(Cluster {
             me,
             replication_factor,
             led: Mutex::new(vec![false; map.shards() as usize]),
             map,
-            list: Mutex::new(list),
-            path: data_dir.join(MEMBERS_FILE),
+            cluster_id: start.cluster_id,
+            cluster_name: start.cluster_name,
+            provisional: start.members,
             transport,
             node: OnceLock::new(),
             partition_generation: AtomicU64::new(1),
             last_replicas: Mutex::new(String::new()),
-            storing: Mutex::new(()),
-        });
-        cluster.store()?;
-        Ok(cluster)
+        })
     }
 
-    /// Starts driving `node`: the peer book, the placement, the join handler
-    /// and the gossip thread.
+    /// What `Node::open` calls with every new state of the cluster group.
+    pub fn on_change(self: &Arc<Cluster>) -> OnChange {
+        let me: Weak<Cluster> = Arc::downgrade(self);
+        Arc::new(move |state: &ClusterState| {
+            if let Some(cluster) = me.upgrade() {
+                cluster.apply(state);
+            }
+        })
+    }
+
+    /// Starts driving `node`: the placement, the join handler and the
+    /// thread that asks for this node's membership.
     pub fn attach(self: &Arc<Cluster>, node: Arc<Node>) -> Result<()> {
         let _ = self.node.set(node);
-        let me = self.clone();
-        self.transport
-            .set_join_handler(Arc::new(move |joiner| me.on_join(joiner)));
-        self.apply();
+        let me = Arc::downgrade(self);
+        self.transport.set_join_handler(Arc::new(move |joiner| {
+            me.upgrade().map(|cluster| cluster.on_join(joiner))
+        }));
+        let state = self.state();
+        self.apply(&state);
         let me = Arc::downgrade(self);
         std::thread::Builder::new()
-            .name("cluster-gossip".into())
+            .name("cluster-join".into())
             .spawn(move || {
                 while let Some(cluster) = me.upgrade() {
-                    cluster.push_list();
+                    cluster.ask_for_membership();
                     drop(cluster);
-                    std::thread::sleep(Duration::from_millis(GOSSIP_INTERVAL_MS));
+                    std::thread::sleep(Duration::from_millis(JOIN_INTERVAL_MS));
                 }
             })
-            .map_err(|e| Error::Refused(format!("cannot start the gossip thread: {e}")))?;
+            .map_err(|e| Error::Refused(format!("cannot start the join thread: {e}")))?;
         Ok(())
     }
 
-    /// The member list now.
-    pub fn members(&self) -> MemberList {
-        lock(&self.list).clone()
+    fn state(&self) -> ClusterState {
+        self.node
+            .get()
+            .map(|n| n.cluster_state())
+            .unwrap_or_default()
     }
 
-    /// A member list arrived from a peer: merged, and if it changed,
-    /// stored, applied and passed on.
-    pub fn on_members(&self, other: &MemberList) {
-        if !self.merge(other) {
+    /// The members now: the group's, or the provisional list before it has
+    /// any.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        members_or(self.state(), &self.provisional)
+    }
+
+    /// A node asks to join through this one: its membership is proposed to
+    /// the cluster group, and it is told the members it can reach meanwhile.
+    fn on_join(&self, joiner: MemberInfo) -> MemberList {
+        tracing::info!(node = %info::node_name(joiner.node_id), fabric = %joiner.fabric_addr, service = %joiner.service_addr, "a node asks to join the cluster");
+        if let Some(node) = self.node.get() {
+            // A founder not yet in the state it leads writes itself in
+            // first: members reach each other by the state's addresses.
+            if node.cluster_state().member(self.me.node_id).is_none() {
+                let _ = node.propose_cluster(ClusterCommand::Join(self.me.clone()));
+            }
+            if let Err(e) = node.propose_cluster(ClusterCommand::Join(joiner.clone())) {
+                tracing::warn!(error = %e, "proposing a joining node failed; it will ask again");
+            }
+        }
+        let mut members = self.members();
+        members.retain(|m| m.node_id != joiner.node_id);
+        members.push(joiner);
+        members.sort_by_key(|m| m.node_id);
+        MemberList {
+            cluster_id: self.cluster_id,
+            cluster_name: self.cluster_name.clone(),
+            shards: self.map.shards(),
+            version: self.state().changed_at,
+            members,
+        }
+    }
+
+    /// Proposes this node's membership if the group's state lacks it (or
+    /// has other addresses): through the group once it knows a leader,
+    /// else through another member's join handler.
+    fn ask_for_membership(&self) {
+        let Some(node) = self.node.get() else {
+            return;
+        };
+        if node.cluster_state().member(self.me.node_id) == Some(&self.me) {
             return;
         }
-        self.apply();
-        self.push_list();
-    }
-
-    /// A node asks to join through this one.
-    fn on_join(&self, joiner: MemberInfo) -> Option<MemberList> {
-        tracing::info!(node = %info::node_name(joiner.node_id), fabric = %joiner.fabric_addr, service = %joiner.service_addr, "a node joins the cluster");
-        let mut theirs = self.members();
-        theirs.members = vec![joiner];
-        self.on_members(&theirs);
-        Some(self.members())
-    }
-
-    fn merge(&self, other: &MemberList) -> bool {
-        let mut list = lock(&self.list);
-        if other.cluster_id != list.cluster_id {
-            tracing::warn!(
-                theirs = other.cluster_id,
-                ours = list.cluster_id,
-                "a member list of another cluster refused"
-            );
-            return false;
+        let command = ClusterCommand::Join(self.me.clone());
+        if node.cluster_group_status().is_some_and(|s| s.leader != 0) {
+            let _ = node.propose_cluster(command);
+            return;
         }
-        let changed = list.merge(other);
-        drop(list);
-        if changed && let Err(e) = self.store() {
-            tracing::error!(error = %e, "storing the member list failed");
-        }
-        changed
-    }
-
-    /// The peer book and the placement follow the list.
-    fn apply(&self) {
-        let list = self.members();
-        let peers: BTreeMap<u64, SocketAddr> = list
-            .members
+        for other in self
+            .members()
             .iter()
+            .filter(|m| m.node_id != self.me.node_id)
+        {
+            match self
+                .transport
+                .join(other.fabric_addr, self.me.clone(), JOIN_ATTEMPT_MS)
+            {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::debug!(through = other.node_id, error = %e, "asking to join failed")
+                }
+            }
+        }
+    }
+
+    /// The peer book and the placement follow the members.
+    fn apply(&self, state: &ClusterState) {
+        // The provisional addresses stay in the book (the group's state
+        // wins where both name a node): a founder is a voter of the group
+        // before its own join is applied, and must stay reachable.
+        let peers: BTreeMap<u64, SocketAddr> = self
+            .provisional
+            .iter()
+            .chain(&state.members)
             .filter(|m| m.node_id != self.me.node_id)
             .map(|m| (m.node_id, m.fabric_addr))
             .collect();
         if let Err(e) = self.transport.set_peers(peers) {
             tracing::error!(error = %e, "updating the fabric's peers failed");
         }
-        if let Some(node) = self.node.get() {
+        // Placement only from the group's own state (a provisional list may
+        // lack members a leader must keep), and only once this node is in
+        // it: nobody is added before the founder is.
+        if let Some(node) = self.node.get()
+            && state.member(self.me.node_id).is_some()
+        {
             let placement = Placement {
                 replication_factor: self.replication_factor,
-                members: list.members.iter().map(|m| m.node_id).collect(),
+                members: state.member_ids(),
             };
             if let Err(e) = node.set_placement(placement) {
                 tracing::warn!(error = %e, "handing the placement to the shards failed");
@@ -187,64 +222,29 @@ impl Cluster {
         }
     }
 
-    fn push_list(&self) {
-        let list = self.members();
-        for member in list.members.iter().filter(|m| m.node_id != self.me.node_id) {
-            let _ = self.transport.send(
-                self.me.node_id,
-                member.node_id,
-                Envelope::Members(list.clone()),
-            );
-        }
-    }
-
-    fn store(&self) -> Result<()> {
-        let _one_writer = lock(&self.storing);
-        let list = self.members();
-        let file = MembersFile {
-            version: list.version,
-            members: list
-                .members
-                .iter()
-                .map(|m| MemberEntry {
-                    node_id: m.node_id,
-                    fabric_addr: m.fabric_addr.to_string(),
-                    service_addr: m.service_addr.clone(),
-                })
-                .collect(),
-        };
-        let text = toml::to_string_pretty(&file)
-            .map_err(|e| Error::Refused(format!("{}: {e}", self.path.display())))?;
-        crate::datadir::write_atomically(&self.path, text.as_bytes())
-            .map_err(|e| Error::Refused(e.to_string()))
-    }
-
     /// Voters per shard the cluster aims at: min(factor, members).
     pub fn effective_replication_factor(&self) -> usize {
-        self.replication_factor
-            .min(lock(&self.list).members.len())
-            .max(1)
+        self.replication_factor.min(self.members().len()).max(1)
     }
 
-    /// `peers-generation`: the member list's version.
+    /// `peers-generation`: the group's index of the last change of the
+    /// members.
     pub fn peers_generation(&self) -> u64 {
-        lock(&self.list).version
+        self.state().changed_at
     }
 
     /// Where member `node_id` serves clients, if it is a member.
     pub fn service_address(&self, node_id: u64) -> Option<String> {
-        lock(&self.list)
-            .members
-            .iter()
+        self.members()
+            .into_iter()
             .find(|m| m.node_id == node_id)
-            .map(|m| m.service_addr.clone())
+            .map(|m| m.service_addr)
     }
 
     /// `peers-clear-std`: every other member's service address.
     pub fn peers(&self, default_port: u16) -> String {
-        let list = self.members();
-        let peers: Vec<Peer> = list
-            .members
+        let peers: Vec<Peer> = self
+            .members()
             .iter()
             .filter(|m| m.node_id != self.me.node_id)
             .filter_map(|m| {
@@ -259,7 +259,7 @@ impl Cluster {
                 })
             })
             .collect();
-        info::format_peers(list.version, default_port, &peers)
+        info::format_peers(self.peers_generation(), default_port, &peers)
     }
 
     /// `replicas`: per namespace, the partitions of the shards this node
@@ -291,37 +291,23 @@ impl Cluster {
     }
 
     /// `cluster-status`: the members (`members=<name>,...`), the effective
-    /// replication factor (`replication-factor=N`), then per shard
-    /// `shard=N:leader=<name>:voters=<names>:learners=<names>:applied=N:commit=N`,
-    /// joined by `;` (names as `node` answers them; `-` for none).
+    /// replication factor (`replication-factor=N`), the cluster group
+    /// (`group=cluster:<replicas>`), then per shard `shard=N:<replicas>`,
+    /// joined by `;`, where `<replicas>` is
+    /// `leader=<name>:voters=<names>:learners=<names>:applied=N:commit=N`
+    /// (names as `node` answers them; `-` for none).
     pub fn status(&self) -> String {
-        let names = |ids: &[u64]| {
-            let names: Vec<String> = ids.iter().map(|&id| info::node_name(id)).collect();
-            if names.is_empty() {
-                "-".to_string()
-            } else {
-                names.join(",")
-            }
-        };
-        let members: Vec<u64> = self.members().members.iter().map(|m| m.node_id).collect();
+        let members: Vec<u64> = self.members().iter().map(|m| m.node_id).collect();
         let mut parts = vec![
             format!("members={}", names(&members)),
             format!("replication-factor={}", self.effective_replication_factor()),
         ];
-        for s in self.node.get().map(|n| n.status()).unwrap_or_default() {
-            let leader = if s.leader == 0 {
-                "-".to_string()
-            } else {
-                info::node_name(s.leader)
-            };
-            parts.push(format!(
-                "shard={}:leader={leader}:voters={}:learners={}:applied={}:commit={}",
-                s.shard,
-                names(&s.voters),
-                names(&s.learners),
-                s.applied,
-                s.commit
-            ));
+        let node = self.node.get();
+        if let Some(group) = node.and_then(|n| n.cluster_group_status()) {
+            parts.push(format!("group=cluster:{}", replicas_part(&group)));
+        }
+        for s in node.map(|n| n.status()).unwrap_or_default() {
+            parts.push(format!("shard={}:{}", s.shard, replicas_part(&s)));
         }
         parts.join(";")
     }
@@ -376,44 +362,36 @@ fn column_of(status: &ShardStatus, me: u64, led: bool) -> Option<usize> {
     others.iter().position(|&v| v == me).map(|rank| rank + 1)
 }
 
-/// Reads `members.toml` of `data_dir` into a list of cluster `cluster_id`,
-/// or `None` when there is none.
-pub fn load_members(
-    data_dir: &Path,
-    cluster_id: u64,
-    cluster_name: &str,
-    shards: u32,
-) -> Result<Option<MemberList>> {
-    let path = data_dir.join(MEMBERS_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::Io { path, source: e }),
+fn names(ids: &[u64]) -> String {
+    let names: Vec<String> = ids.iter().map(|&id| info::node_name(id)).collect();
+    if names.is_empty() {
+        "-".to_string()
+    } else {
+        names.join(",")
+    }
+}
+
+fn replicas_part(s: &ShardStatus) -> String {
+    let leader = match s.leader {
+        0 => "-".to_string(),
+        id => info::node_name(id),
     };
-    let bad = |reason: String| Error::Refused(format!("{}: {reason}", path.display()));
-    let file: MembersFile = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let members = file
-        .members
-        .into_iter()
-        .map(|m| {
-            let fabric_addr = m
-                .fabric_addr
-                .parse()
-                .map_err(|e| bad(format!("fabric address {:?}: {e}", m.fabric_addr)))?;
-            Ok(MemberInfo {
-                node_id: m.node_id,
-                fabric_addr,
-                service_addr: m.service_addr,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Some(MemberList {
-        cluster_id,
-        cluster_name: cluster_name.to_string(),
-        shards,
-        version: file.version,
-        members,
-    }))
+    format!(
+        "leader={leader}:voters={}:learners={}:applied={}:commit={}",
+        names(&s.voters),
+        names(&s.learners),
+        s.applied,
+        s.commit
+    )
+}
+
+/// The group's members, or `provisional` while it has none.
+fn members_or(state: ClusterState, provisional: &[MemberInfo]) -> Vec<MemberInfo> {
+    if state.members.is_empty() {
+        provisional.to_vec()
+    } else {
+        state.members
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@ use aerie_replication::cluster::{MemberInfo, MemberList};
 use aerie_replication::fabric::{FabricConfig, TcpTransport};
 use sha2::{Digest as _, Sha256};
 
-use super::cluster::load_members;
 use super::config::NodeFileConfig;
 use crate::datadir::{CLUSTER_FILE, ClusterMeta, DataDir, random_id};
 use crate::error::{Error, Result};
@@ -105,9 +104,7 @@ pub fn form(config: &NodeFileConfig) -> Result<Formed> {
     };
     let (dd, members, joining) = match existing {
         Some(dd) => {
-            let meta = dd.meta();
-            let members = load_members(root, meta.cluster_id, &meta.cluster_name, meta.shards)?
-                .unwrap_or_else(|| alone(meta, &me));
+            let members = known_members(&dd, &me)?;
             (dd, members, false)
         }
         None if config.cluster.seeds.is_empty() => {
@@ -129,6 +126,20 @@ pub fn form(config: &NodeFileConfig) -> Result<Formed> {
         me,
         joining,
     })
+}
+
+/// The members a restarting node knew: its cluster group's state (the
+/// group's log brings it up to date), or itself.
+fn known_members(dd: &DataDir, me: &MemberInfo) -> Result<MemberList> {
+    let path = dd.raft_dir().join(aerie_replication::group::STATE_FILE);
+    let state =
+        aerie_replication::group::load_state(&path).map_err(|e| Error::Refused(e.to_string()))?;
+    let mut list = alone(dd.meta(), me);
+    if let Some((_, state)) = state.filter(|(_, s)| !s.members.is_empty()) {
+        list.version = state.changed_at;
+        list.members = state.members;
+    }
+    Ok(list)
 }
 
 /// A cluster of one: this node.

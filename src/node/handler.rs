@@ -380,7 +380,6 @@ impl Server {
         let peers: Vec<(u64, String)> = self
             .cluster
             .members()
-            .members
             .iter()
             .filter(|m| m.node_id != self.node_id)
             .map(|m| (m.node_id, m.service_addr.clone()))

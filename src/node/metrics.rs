@@ -234,7 +234,7 @@ pub fn render(server: &Server) -> String {
     let _ = writeln!(
         out,
         "# TYPE aerie_cluster_members gauge\naerie_cluster_members {}",
-        server.cluster.members().members.len()
+        server.cluster.members().len()
     );
     let _ = writeln!(
         out,

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use aerie_engine::{Engine, EngineConfig, EngineFs};
 use aerie_protocol::Limits;
-use aerie_replication::transport::Envelope;
 use aerie_replication::{Node, NodeConfig, NodeParts, SnapshotPolicy};
 use aerie_snapshot::WriteOptions;
 use aerie_wal::{Wal, WalConfig};
@@ -120,6 +119,7 @@ fn node_config(config: &NodeFileConfig, dd: &DataDir, voters: Vec<u64>) -> Resul
     let (election_ticks, heartbeat_ticks) = config.raft_ticks().map_err(Error::Refused)?;
     let meta = dd.meta();
     let mut node = NodeConfig::new(meta.node_id, voters, dd.root());
+    node.raft_dir = dd.raft_dir();
     node.cluster_name = meta.cluster_name.clone();
     node.shards = meta.shards;
     node.tick_interval_ms = config.raft.tick_interval_ms;
@@ -158,10 +158,18 @@ pub fn run_with(config: NodeFileConfig, mut hooks: Hooks) -> Result<()> {
     }
     let engine = Arc::new(Engine::open(engine_config)?);
     let transport = formed.transport;
+    let cluster = cluster::Cluster::new(
+        formed.me,
+        config.cluster.replication_factor,
+        dd.shard_map(),
+        formed.members,
+        transport.clone(),
+    );
     let parts = NodeParts {
         wal: wal.clone(),
         engine: engine.clone(),
         transport: transport.clone(),
+        on_cluster_change: Some(cluster.on_change()),
     };
     let voters = if formed.joining {
         Vec::new()
@@ -171,22 +179,7 @@ pub fn run_with(config: NodeFileConfig, mut hooks: Hooks) -> Result<()> {
     let (node, deliver) = Node::open(node_config(&config, &dd, voters)?, parts)
         .map_err(|e| Error::Refused(e.to_string()))?;
     let node = Arc::new(node);
-    let cluster = cluster::Cluster::new(
-        formed.me,
-        config.cluster.replication_factor,
-        dd.shard_map(),
-        formed.members,
-        dd.root(),
-        transport.clone(),
-    )?;
-    let to_cluster = cluster.clone();
-    transport.set_deliver(Arc::new(move |envelope| match envelope {
-        Envelope::Members(list) => {
-            to_cluster.on_members(&list);
-            true
-        }
-        other => deliver(other),
-    }));
+    transport.set_deliver(deliver);
     cluster.attach(node.clone())?;
     // Dropping the sender stops the watcher.
     let (stop_watcher, watcher_stopped) = std::sync::mpsc::sync_channel(1);

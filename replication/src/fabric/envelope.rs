@@ -24,7 +24,7 @@ use crate::transport::Envelope;
 /// The lane an envelope travels on.
 pub(crate) fn lane_of(envelope: &Envelope) -> u8 {
     match envelope {
-        Envelope::Raft { .. } | Envelope::Members(_) => lane::RAFT,
+        Envelope::Raft { .. } => lane::RAFT,
         Envelope::ChunkRequest { .. } | Envelope::Chunk { .. } => lane::BULK,
     }
 }
@@ -90,7 +90,6 @@ pub(crate) fn encode(envelope: &Envelope) -> Result<Vec<u8>, WireError> {
             out.extend_from_slice(body);
             frame.finish()
         }
-        Envelope::Members(list) => encode_members(list),
     }
 }
 
@@ -258,7 +257,7 @@ pub(crate) fn decode(
 ) -> Result<Option<Envelope>, WireError> {
     let expected_lane = match frame.kind {
         kind::KEEPALIVE => return Ok(None),
-        kind::RAFT | kind::MEMBERS => lane::RAFT,
+        kind::RAFT => lane::RAFT,
         kind::CHUNK_REQUEST | kind::CHUNK => lane::BULK,
         other => {
             return Err(WireError::Unexpected {
@@ -280,7 +279,6 @@ pub(crate) fn decode(
     let envelope = match frame.kind {
         kind::RAFT => decode_raft(peer, &mut fields)?,
         kind::CHUNK_REQUEST => decode_chunk_request(peer, &mut fields)?,
-        kind::MEMBERS => Envelope::Members(decode_members(frame.payload)?),
         _ => decode_chunk(&mut fields)?,
     };
     Ok(Some(envelope))
@@ -505,10 +503,13 @@ mod tests {
     #[test]
     fn member_lists_and_joins_round_trip_and_their_bounds_hold() {
         let list = members();
-        match round_trip(&from(2, lane::RAFT), &Envelope::Members(list.clone())) {
-            Envelope::Members(got) => assert_eq!(got, list),
-            other => panic!("{other:?}"),
-        }
+        let encoded = encode_members(&list).unwrap();
+        let (frame, _) = frame::decode(&encoded, 1 << 20).unwrap().unwrap();
+        assert_eq!(decode_members(frame.payload), Ok(list.clone()));
+        assert!(
+            decode(&from(2, lane::RAFT), frame).is_err(),
+            "MEMBERS answers a join only: it is not a data frame"
+        );
         let join = encode_join(&list.members[1]).unwrap();
         let (frame, _) = frame::decode(&join, 1 << 20).unwrap().unwrap();
         assert_eq!(decode_join(frame.payload), Ok(list.members[1].clone()));

@@ -89,6 +89,7 @@ impl Member {
             wal: wal.clone(),
             engine: engine.clone(),
             transport,
+            on_cluster_change: None,
         };
         let (node, deliver) =
             Node::open(node_config(self.id, &self.voters, &self.dir), parts).unwrap();
