@@ -192,7 +192,7 @@ async fn wait_complete(addresses: &[String], voters: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_from_seeds_replicate_fail_over_and_catch_up() {
     let dir = tempfile::tempdir().unwrap();
-    let (started, ports, addresses) = start_cluster(dir.path(), 3);
+    let (started, ports, mut addresses) = start_cluster(dir.path(), 3);
     let seed = ports[0].1;
     let data = |i: usize| dir.path().join(format!("d{i}"));
     let mut nodes: Vec<Option<NodeProcess>> = started.into_iter().map(Some).collect();
@@ -255,14 +255,24 @@ async fn three_nodes_from_seeds_replicate_fail_over_and_catch_up() {
     }
     check_counters(&survivor, &acked, unknown).await;
 
-    // It comes back with its data and catches up.
-    let (port, fabric) = ports[victim];
+    // It comes back with its data, on another service port, and catches
+    // up; the cluster group spreads its new address to every member.
+    let port = free_port();
+    addresses[victim] = format!("127.0.0.1:{port}");
     nodes[victim] = Some(NodeProcess::start_member(
         &data(victim),
         port,
-        fabric,
+        ports[victim].1,
         &[seed],
     ));
+    for (_, address) in addresses.iter().enumerate().filter(|&(i, _)| i != victim) {
+        eventually("every member to tell clients the new address", || async {
+            info(address, "peers-clear-std")
+                .await
+                .contains(&format!(":{port}]"))
+        })
+        .await;
+    }
     eventually("the restarted node to catch up", || async {
         let mut applied = Vec::new();
         for address in &addresses {

@@ -45,7 +45,7 @@ pub mod kind {
     pub const CHUNK: u8 = 0x12;
     /// Nothing: keeps an idle connection from being closed by the acceptor.
     pub const KEEPALIVE: u8 = 0x13;
-    /// The cluster's member list: on the raft lane, or the answer to `JOIN`.
+    /// The cluster's member list: the answer to `JOIN` (not a data frame).
     pub const MEMBERS: u8 = 0x14;
     /// A node asks a seed to join, on a join connection: who it is.
     pub const JOIN: u8 = 0x15;
