@@ -74,14 +74,7 @@ impl ClusterGroup {
         on_change: OnChange,
     ) -> Result<ClusterGroup> {
         let meta_path = config.raft_dir.join(META_FILE);
-        let meta = match RaftMeta::load(&meta_path)? {
-            Some(meta) => meta,
-            None => {
-                let meta = RaftMeta::new(config.voters.clone());
-                meta.store(&meta_path)?;
-                meta
-            }
-        };
+        let meta = RaftMeta::load_or_create(&meta_path, &config.voters)?;
         let state_path = config.raft_dir.join(STATE_FILE);
         let (term, state) = load_state(&state_path)?.unwrap_or_default();
         if state.applied < meta.snapshot_index {

@@ -130,6 +130,17 @@ impl RaftMeta {
         }
     }
 
+    /// The meta file at `path`, or (on a group's first start) a new one
+    /// whose first configuration is `voters`, stored there.
+    pub fn load_or_create(path: &Path, voters: &[u64]) -> Result<RaftMeta> {
+        if let Some(meta) = RaftMeta::load(path)? {
+            return Ok(meta);
+        }
+        let meta = RaftMeta::new(voters.to_vec());
+        meta.store(path)?;
+        Ok(meta)
+    }
+
     /// The configuration in force now (the newest).
     pub fn conf_state(&self) -> ConfState {
         self.memberships

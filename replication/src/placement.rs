@@ -96,14 +96,23 @@ pub fn leader_transfer(status: &ShardStatus, last_index: u64) -> Option<u64> {
     (preferred != status.leader && caught_up).then_some(preferred)
 }
 
-/// The next change for `status` (the leader's view of its shard), if any.
-pub fn next_step(status: &ShardStatus, placement: &Placement) -> Option<Step> {
+/// What comes before growing any group: leaving a joint configuration, then
+/// dropping a learner that is no longer a member.
+fn tidy_step(status: &ShardStatus, placement: &Placement) -> Option<Step> {
     if !status.voters_outgoing.is_empty() {
         return Some(Step::LeaveJoint);
     }
-    let is_member = |id: &u64| placement.members.contains(id);
-    if let Some(&gone) = status.learners.iter().find(|id| !is_member(id)) {
-        return Some(Step::RemoveLearner(gone));
+    status
+        .learners
+        .iter()
+        .find(|id| !placement.members.contains(id))
+        .map(|&gone| Step::RemoveLearner(gone))
+}
+
+/// The next change for `status` (the leader's view of its shard), if any.
+pub fn next_step(status: &ShardStatus, placement: &Placement) -> Option<Step> {
+    if let Some(step) = tidy_step(status, placement) {
+        return Some(step);
     }
     let wanted = placement.replication_factor.min(placement.members.len());
     if status.voters.len() >= wanted {
@@ -127,12 +136,8 @@ pub fn next_step(status: &ShardStatus, placement: &Placement) -> Option<Step> {
 /// voters toward `min(replication_factor, members)` as for a shard, and
 /// every other member a learner, so every member applies the metadata.
 pub fn next_group_step(status: &ShardStatus, placement: &Placement) -> Option<Step> {
-    if !status.voters_outgoing.is_empty() {
-        return Some(Step::LeaveJoint);
-    }
-    let is_member = |id: &u64| placement.members.contains(id);
-    if let Some(&gone) = status.learners.iter().find(|id| !is_member(id)) {
-        return Some(Step::RemoveLearner(gone));
+    if let Some(step) = tidy_step(status, placement) {
+        return Some(step);
     }
     let wanted = placement.replication_factor.min(placement.members.len());
     let best_ready = status

@@ -593,23 +593,15 @@ impl ReadyLoop {
     }
 
     /// The cluster group's ready after its entries are durable.
-    fn finish_group_ready(&mut self, mut ready: Ready) -> Result<()> {
+    fn finish_group_ready(&mut self, ready: Ready) -> Result<()> {
         let (transport, me) = (self.transport.as_ref(), self.config.node_id);
         let Some(group) = self.cluster.as_mut() else {
             return Ok(());
         };
-        let persisted = ready.take_persisted_messages();
-        send_messages(transport, me, &mut group.raw, CLUSTER_GROUP, persisted);
-        let mut light = group.raw.advance(ready);
-        group.commit_unsaved |= light.commit_index().is_some();
-        send_messages(
-            transport,
-            me,
-            &mut group.raw,
-            CLUSTER_GROUP,
-            light.take_messages(),
-        );
-        group.hand_committed(light.take_committed_entries())
+        let (commit_moved, committed) =
+            advance_durable(transport, me, &mut group.raw, CLUSTER_GROUP, ready);
+        group.commit_unsaved |= commit_moved;
+        group.hand_committed(committed)
     }
 
     /// Commit indices that moved since their last hard state ride along with
@@ -649,21 +641,13 @@ impl ReadyLoop {
     }
 
     /// The part of a ready after its entries are durable.
-    fn finish_ready(&mut self, i: usize, mut ready: Ready) {
+    fn finish_ready(&mut self, i: usize, ready: Ready) {
         let (transport, me) = (self.transport.as_ref(), self.config.node_id);
         let shard = &mut self.shards[i];
-        let persisted = ready.take_persisted_messages();
-        send_messages(transport, me, &mut shard.raw, shard.id, persisted);
-        let mut light = shard.raw.advance(ready);
-        shard.commit_unsaved |= light.commit_index().is_some();
-        send_messages(
-            transport,
-            me,
-            &mut shard.raw,
-            shard.id,
-            light.take_messages(),
-        );
-        shard.hand_committed(light.take_committed_entries());
+        let (commit_moved, committed) =
+            advance_durable(transport, me, &mut shard.raw, shard.id, ready);
+        shard.commit_unsaved |= commit_moved;
+        shard.hand_committed(committed);
         shard.note_role();
     }
 
@@ -851,6 +835,26 @@ impl ReadyLoop {
             }
         }
     }
+}
+
+/// A ready whose entries are durable: the messages that waited for that
+/// are sent, raft advances, and what the light ready carries is sent too.
+/// Returns whether the commit index moved, and the entries now committed.
+fn advance_durable(
+    transport: &dyn Transport,
+    me: u64,
+    raw: &mut RawNode<ShardStorage>,
+    group: u32,
+    mut ready: Ready,
+) -> (bool, Vec<raft::prelude::Entry>) {
+    let persisted = ready.take_persisted_messages();
+    send_messages(transport, me, raw, group, persisted);
+    let mut light = raw.advance(ready);
+    send_messages(transport, me, raw, group, light.take_messages());
+    (
+        light.commit_index().is_some(),
+        light.take_committed_entries(),
+    )
 }
 
 /// The other voter with the most entries (raft sends it the rest before it

@@ -412,14 +412,7 @@ pub fn open_raw(
     slot: &Arc<SnapshotSlot>,
 ) -> Result<RawNode<ShardStorage>> {
     let path = meta_path(&config.raft_dir, shard);
-    let meta = match RaftMeta::load(&path)? {
-        Some(meta) => meta,
-        None => {
-            let meta = RaftMeta::new(config.voters.clone());
-            meta.store(&path)?;
-            meta
-        }
-    };
+    let meta = RaftMeta::load_or_create(&path, &config.voters)?;
     let mut storage = ShardStorage::open(
         shard,
         stream_id(shard),
