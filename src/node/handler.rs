@@ -32,6 +32,8 @@ use super::metrics::CommandMetrics;
 use super::proxy::{self, Relay};
 
 /// Indices into `metrics::COMMANDS`.
+/// The info command answering per-shard checksums of this node's replicas.
+pub const CHECKSUMS: &str = "aerie-checksums";
 const READ: usize = 0;
 const WRITE: usize = 1;
 const DELETE: usize = 2;
@@ -624,11 +626,46 @@ impl Server {
             "features" => "batch-any;batch-index;float;geo;peers;pipelining;pscans;replicas;truncate-namespace".into(),
             "truncate" | "truncate-namespace" => self.truncate(command, conn).await,
             "cluster-status" => self.cluster.status(),
+            CHECKSUMS => self.shard_checksums().await,
             "snapshot" => {
                 self.node.request_snapshots();
                 "ok".into()
             }
             _ => info::ERROR_UNRECOGNIZED_COMMAND.into(),
+        }
+    }
+
+    /// [`CHECKSUMS`]: per shard this node holds a replica of,
+    /// `shard=N:applied=N:records=N:checksum=<hex>`, joined by `;`: the
+    /// records of every namespace in the shard's partitions and a checksum
+    /// of their digests, generations and void times (equal on replicas at
+    /// the same applied index; the fault harness compares them). RAM only,
+    /// on the blocking pool.
+    async fn shard_checksums(&self) -> String {
+        let (engine, node, map) = (self.engine.clone(), self.node.clone(), self.map);
+        let namespaces = self.namespaces.clone();
+        let summarize = move || {
+            let now = aerie_replication::now_ms();
+            let mut parts = Vec::new();
+            for status in node.status().iter().filter(|s| node.is_member(s.shard)) {
+                let (mut records, mut checksum) = (0u64, 0u64);
+                for ns in &namespaces {
+                    for p in map.partitions(status.shard) {
+                        let summary = engine.partition_summary(ns, p, now).ok()?;
+                        records += summary.records;
+                        checksum = checksum.wrapping_add(summary.checksum);
+                    }
+                }
+                parts.push(format!(
+                    "shard={}:applied={}:records={records}:checksum={checksum:016x}",
+                    status.shard, status.applied
+                ));
+            }
+            Some(parts.join(";"))
+        };
+        match tokio::task::spawn_blocking(summarize).await {
+            Ok(Some(answer)) => answer,
+            _ => info::format_error(None, "checksums unavailable"),
         }
     }
 
