@@ -18,10 +18,10 @@ async fn kills_and_pauses_of_three_nodes_leave_every_register_linearizable() {
             nodes: 3,
             duration_secs: 25,
             quiet_secs: 8,
-            nemeses: vec![Kind::Kill, Kind::Pause],
+            nemeses: vec![Kind::Kill, Kind::Pause, Kind::Partition],
             seed,
             clients: 6,
-            keys: 12,
+            keys: 32,
             work_dir: dir.path().to_path_buf(),
         };
         let report = aerie_faults::run(&options).await.unwrap();

@@ -93,8 +93,11 @@ fn operations(ops: &[&Op], end_us: i64) -> Vec<Operation<Register>> {
         .collect()
 }
 
-/// Checks every key's history; returns the verdict per key.
-pub fn check(history: &[Op], timeout_per_key: Duration) -> BTreeMap<i64, Verdict> {
+/// Checks every key's history, each search bounded by `timeout_per_key`
+/// and all of them by `total` (keys left when it is spent are unknown);
+/// returns the verdict per key.
+pub fn check(history: &[Op], timeout_per_key: Duration, total: Duration) -> BTreeMap<i64, Verdict> {
+    let deadline = std::time::Instant::now() + total;
     let end_us = history.iter().map(|op| op.complete_us).max().unwrap_or(0) + 1;
     let mut by_key: BTreeMap<i64, Vec<&Op>> = BTreeMap::new();
     for op in history {
@@ -103,9 +106,10 @@ pub fn check(history: &[Op], timeout_per_key: Duration) -> BTreeMap<i64, Verdict
     by_key
         .into_iter()
         .map(|(key, ops)| {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
             let verdict = match porcupine_rs::check_operations_timeout(
                 &operations(&ops, end_us),
-                timeout_per_key,
+                timeout_per_key.min(left).max(Duration::from_millis(1)),
             ) {
                 CheckResult::Ok => Verdict::Linearizable,
                 CheckResult::Illegal => Verdict::Violation,
@@ -136,7 +140,7 @@ mod tests {
     }
 
     fn verdict(history: &[Op]) -> Verdict {
-        check(history, Duration::from_secs(5))[&1]
+        check(history, Duration::from_secs(5), Duration::from_secs(10))[&1]
     }
 
     #[test]

@@ -1,11 +1,16 @@
 //! A cluster of real `aerie node` processes on 127.0.0.1, each in its own
 //! data dir under the run's work dir, with what the nemeses do to them:
-//! SIGKILL and restart (same data dir and ports), SIGSTOP and SIGCONT.
+//! SIGKILL and restart (same data dir and ports), SIGSTOP and SIGCONT. All
+//! fabric traffic goes through the fault proxy (`proxy.rs`): each node
+//! advertises its proxy listener, and joins through node 0's.
 
 use std::fs::OpenOptions;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::proxy::Proxy;
 
 /// How long the cluster may take to form, and a restarted node to accept.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -14,6 +19,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct NodeProc {
     pub port: u16,
     pub fabric_port: u16,
+    /// The proxy's listener for this node: what it advertises.
+    pub advertised: SocketAddr,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -24,6 +31,7 @@ pub struct NodeProc {
 pub struct Cluster {
     aerie: PathBuf,
     pub nodes: Vec<NodeProc>,
+    pub proxy: Proxy,
 }
 
 fn free_port() -> Result<u16, String> {
@@ -36,11 +44,15 @@ impl Cluster {
     /// through its fabric port; returns once every shard and the cluster
     /// group have their replication factor.
     pub async fn start(aerie: &Path, work: &Path, n: usize) -> Result<Cluster, String> {
+        let proxy = Proxy::default();
         let mut nodes = Vec::new();
         for i in 0..n {
+            let fabric_port = free_port()?;
+            let target = SocketAddr::from(([127, 0, 0, 1], fabric_port));
             nodes.push(NodeProc {
                 port: free_port()?,
-                fabric_port: free_port()?,
+                fabric_port,
+                advertised: proxy.listen(i, target).await?,
                 data_dir: work.join(format!("n{i}")),
                 log: work.join(format!("n{i}.log")),
                 child: None,
@@ -50,12 +62,25 @@ impl Cluster {
         let mut cluster = Cluster {
             aerie: aerie.to_path_buf(),
             nodes,
+            proxy,
         };
         for i in 0..n {
             cluster.spawn(i)?;
         }
         cluster.wait_complete(READY_TIMEOUT).await?;
+        cluster.name_nodes().await?;
         Ok(cluster)
+    }
+
+    /// Tells the proxy every node's id (its `node` name is the id in hex).
+    async fn name_nodes(&self) -> Result<(), String> {
+        for (i, address) in self.addresses().iter().enumerate() {
+            let name = info(address, "node").await?;
+            let id = u64::from_str_radix(name.trim(), 16)
+                .map_err(|e| format!("node name {name:?}: {e}"))?;
+            self.proxy.name(id, i);
+        }
+        Ok(())
     }
 
     /// The service addresses, "127.0.0.1:port".
@@ -67,7 +92,7 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize) -> Result<(), String> {
-        let seed = self.nodes[0].fabric_port;
+        let seed = self.nodes[0].advertised;
         let node = &mut self.nodes[i];
         let log = OpenOptions::new()
             .create(true)
@@ -78,13 +103,14 @@ impl Cluster {
         let seeds = if i == 0 {
             String::new()
         } else {
-            format!("127.0.0.1:{seed}")
+            seed.to_string()
         };
         let child = Command::new(&self.aerie)
             .arg("node")
             .env("AERIE_DATA_DIR", &node.data_dir)
             .env("AERIE_PORT", node.port.to_string())
             .env("AERIE_FABRIC_PORT", node.fabric_port.to_string())
+            .env("AERIE_FABRIC_ADVERTISE", node.advertised.to_string())
             .env("AERIE_METRICS_PORT", "0")
             .env("AERIE_SEEDS", seeds)
             .env("RUST_LOG", "info")
@@ -137,8 +163,9 @@ impl Cluster {
         self.nodes[i].paused = false;
     }
 
-    /// Every node running and resumed.
+    /// Every node running and resumed, every link passing.
     pub fn heal_all(&mut self) -> Result<(), String> {
+        self.proxy.heal();
         for i in 0..self.nodes.len() {
             self.resume(i);
             self.restart(i)?;
@@ -151,15 +178,16 @@ impl Cluster {
         self.nodes[i].child.is_some() && !self.nodes[i].paused
     }
 
-    /// Waits until a running node reports every shard and the cluster group
-    /// complete.
+    /// Waits until a running node reports every node a member and every
+    /// shard and the cluster group complete.
     pub async fn wait_complete(&self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
             for (i, address) in self.addresses().iter().enumerate() {
                 if self.is_up(i)
                     && let Ok(answer) = info(address, "cluster-status").await
-                    && aerie::cluster_cmd::parse(&answer).is_ok_and(|s| s.complete)
+                    && aerie::cluster_cmd::parse(&answer)
+                        .is_ok_and(|s| s.complete && s.members.len() == self.nodes.len())
                 {
                     return Ok(());
                 }

@@ -7,12 +7,14 @@
 //!
 //! Who owns what: [`cluster`] the processes, [`nemesis`] the schedule and
 //! its execution, [`register`] the workload and its history, [`check`] the
-//! linearizability checker. Network partitions (a userspace fault proxy
-//! between the nodes), disk faults and clock offsets are not built yet.
+//! linearizability checker, [`proxy`] the network between the nodes (every
+//! fabric connection goes through it). Disk faults, wipes and clock offsets
+//! are not built yet.
 
 pub mod check;
 pub mod cluster;
 pub mod nemesis;
+pub mod proxy;
 pub mod register;
 
 use std::collections::BTreeMap;
@@ -29,7 +31,9 @@ use cluster::Cluster;
 use register::{Call, Op, Outcome, Workload};
 
 /// How long each key's linearizability search may take.
-const CHECK_TIMEOUT_PER_KEY: Duration = Duration::from_secs(20);
+const CHECK_TIMEOUT_PER_KEY: Duration = Duration::from_secs(60);
+/// How long all the searches together may take.
+const CHECK_TIMEOUT_TOTAL: Duration = Duration::from_secs(300);
 /// How long the replicas may take to agree after the run.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -92,8 +96,9 @@ impl Report {
     }
 }
 
-/// Runs one seeded test and writes `report.json` (and on a violation each
-/// offending key's history with the nemesis events) into the work dir.
+/// Runs one seeded test and writes `report.json`, `history.json` (every
+/// operation) and, on a violation, each offending key's history with the
+/// nemesis events into the work dir.
 pub async fn run(options: &Options) -> Result<Report, String> {
     std::fs::create_dir_all(&options.work_dir).map_err(|e| e.to_string())?;
     let cluster = Cluster::start(&options.aerie, &options.work_dir, options.nodes).await?;
@@ -127,7 +132,12 @@ pub async fn run(options: &Options) -> Result<Report, String> {
     });
     let history = history.await.map_err(|e| e.to_string())?;
     client.close().await.map_err(|e| e.to_string())?;
-    let verdicts = check::check(&history, CHECK_TIMEOUT_PER_KEY);
+    let (history, verdicts) = tokio::task::spawn_blocking(move || {
+        let verdicts = check::check(&history, CHECK_TIMEOUT_PER_KEY, CHECK_TIMEOUT_TOTAL);
+        (history, verdicts)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     let diverged = diverged_shards(&*cluster.lock().await).await;
     let quiet_from_us = (faulty + quiet / 2).as_micros() as i64;
     let report = Report {
@@ -288,6 +298,7 @@ async fn diverged_shards(cluster: &Cluster) -> Vec<String> {
 
 fn write_files(options: &Options, report: &Report, history: &[Op]) -> Result<(), String> {
     write_json(options, "report.json", report)?;
+    write_json(options, "history.json", &history)?;
     for key in &report.violations {
         let ops: Vec<&Op> = history.iter().filter(|op| op.key == *key).collect();
         let file = serde_json::json!({ "key": key, "history": ops, "events": report.events });

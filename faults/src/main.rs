@@ -28,8 +28,10 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     quiet_secs: u64,
     /// Faults to draw from, comma-separated: kill (SIGKILL, restart), pause
-    /// (SIGSTOP, SIGCONT).
-    #[arg(long, default_value = "kill,pause", value_delimiter = ',')]
+    /// (SIGSTOP, SIGCONT), partition (through the fault proxy: one node
+    /// isolated, a minority split off, or the overlapping ring; links cut
+    /// or black-holed).
+    #[arg(long, default_value = "kill,pause,partition", value_delimiter = ',')]
     nemesis: Vec<nemesis::Kind>,
     /// The workload (only `register` so far).
     #[arg(long, default_value = "register")]
@@ -40,8 +42,9 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 8)]
     clients: u32,
-    /// Keys (registers).
-    #[arg(long, default_value_t = 16)]
+    /// Keys (registers). More keys make each key's history shorter and its
+    /// linearizability search cheaper.
+    #[arg(long, default_value_t = 64)]
     keys: i64,
     /// The `aerie` binary (default: beside this one).
     #[arg(long)]

@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use crate::cluster::Cluster;
+use crate::proxy::Rule;
 
 /// What a fault does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -21,6 +22,22 @@ pub enum Kind {
     Kill,
     /// SIGSTOP (longer than the election timeout), then SIGCONT.
     Pause,
+    /// The network split (cut, or black-holed) through the fault proxy,
+    /// then every link healed.
+    Partition,
+}
+
+/// How a partition splits the nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// The fault's target alone on one side.
+    Isolate,
+    /// These nodes (a minority) on one side, the rest on the other.
+    Halves(Vec<usize>),
+    /// Every node reaches its ring neighbours within a majority: each sees
+    /// a majority, no two the same one (5 nodes or more).
+    Ring,
 }
 
 impl FromStr for Kind {
@@ -29,8 +46,9 @@ impl FromStr for Kind {
         match s {
             "kill" => Ok(Kind::Kill),
             "pause" => Ok(Kind::Pause),
+            "partition" => Ok(Kind::Partition),
             other => Err(format!(
-                "unknown nemesis {other:?} (known: kill, pause; partitions need the fault proxy, not built yet)"
+                "unknown nemesis {other:?} (known: kill, pause, partition)"
             )),
         }
     }
@@ -53,6 +71,10 @@ pub struct Fault {
     pub kind: Kind,
     pub target: Target,
     pub hold_ms: u64,
+    /// For a partition: the split, and whether the cut links black-hole
+    /// (accept and drop) instead of refusing.
+    pub split: Option<Split>,
+    pub blackhole: bool,
 }
 
 /// What the executor did, in ms from the start of the workload.
@@ -80,15 +102,67 @@ pub fn schedule(seed: u64, duration_ms: u64, kinds: &[Kind], nodes: usize) -> Ve
         } else {
             Target::Node(rng.random_range(0..nodes))
         };
+        let split = (kind == Kind::Partition).then(|| draw_split(&mut rng, nodes));
         faults.push(Fault {
             at_ms,
             kind,
             target,
             hold_ms,
+            split,
+            blackhole: rng.random_bool(0.5),
         });
         at_ms += hold_ms + rng.random_range(1_000..3_000);
     }
     faults
+}
+
+fn draw_split(rng: &mut StdRng, nodes: usize) -> Split {
+    match rng.random_range(0..3) {
+        0 => Split::Isolate,
+        1 if nodes >= 5 => Split::Ring,
+        _ => {
+            let minority = (nodes - 1) / 2;
+            let mut all: Vec<usize> = (0..nodes).collect();
+            let mut side = Vec::new();
+            for _ in 0..minority.max(1) {
+                side.push(all.remove(rng.random_range(0..all.len())));
+            }
+            side.sort_unstable();
+            Split::Halves(side)
+        }
+    }
+}
+
+/// Whether `a` and `b` still reach each other under `split` (`victim` is
+/// the isolated node of `Split::Isolate`).
+pub fn connected(split: &Split, victim: usize, nodes: usize, a: usize, b: usize) -> bool {
+    match split {
+        Split::Isolate => a != victim && b != victim,
+        Split::Halves(side) => side.contains(&a) == side.contains(&b),
+        Split::Ring => {
+            let distance = a.abs_diff(b).min(nodes - a.abs_diff(b));
+            distance <= (nodes / 2).div_ceil(2)
+        }
+    }
+}
+
+fn partition(cluster: &Cluster, fault: &Fault, victim: usize) {
+    let nodes = cluster.nodes.len();
+    let Some(split) = &fault.split else {
+        return;
+    };
+    let rule = if fault.blackhole {
+        Rule::Blackhole
+    } else {
+        Rule::Cut
+    };
+    for a in 0..nodes {
+        for b in (0..nodes).filter(|&b| b != a) {
+            if !connected(split, victim, nodes, a, b) {
+                cluster.proxy.set(a, b, rule);
+            }
+        }
+    }
 }
 
 /// Applies `faults` to `cluster` on time (measured from `start`), healing
@@ -115,11 +189,24 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, faults: Vec<Fault>, start: Instan
             match fault.kind {
                 Kind::Kill => c.kill(victim),
                 Kind::Pause => c.pause(victim),
+                Kind::Partition => partition(&c, &fault, victim),
             }
         }
+        let what = match (&fault.kind, &fault.split) {
+            (Kind::Partition, Some(Split::Isolate)) | (Kind::Partition, None) => {
+                format!("Partition isolating node {victim} ({:?})", fault.target)
+            }
+            (Kind::Partition, Some(split)) => format!("Partition {split:?}"),
+            _ => format!("{:?} node {victim} ({:?})", fault.kind, fault.target),
+        };
+        let how = if fault.kind == Kind::Partition && fault.blackhole {
+            ", black-holed"
+        } else {
+            ""
+        };
         events.push(Event {
             at_ms: now_ms(),
-            what: format!("{:?} node {victim} ({:?})", fault.kind, fault.target),
+            what: format!("{what}{how}"),
         });
         tokio::time::sleep(Duration::from_millis(fault.hold_ms)).await;
         let healed = {
@@ -129,6 +216,10 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, faults: Vec<Fault>, start: Instan
                 Kind::Pause => {
                     c.resume(victim);
                     Ok("resume")
+                }
+                Kind::Partition => {
+                    c.proxy.heal();
+                    Ok("heal the network around")
                 }
             }
         };
@@ -163,5 +254,24 @@ mod tests {
         }
         assert!(a.iter().all(|f| f.at_ms + f.hold_ms < 60_000));
         assert!(schedule(7, 60_000, &[], 3).is_empty());
+    }
+
+    #[test]
+    fn splits_leave_a_majority_somewhere_and_the_ring_overlaps() {
+        let reach = |split: &Split, n: usize, a: usize| {
+            (0..n).filter(|&b| connected(split, 1, n, a, b)).count()
+        };
+        assert_eq!(reach(&Split::Isolate, 3, 1), 0);
+        assert_eq!(reach(&Split::Isolate, 3, 0), 2, "itself and node 2");
+        assert_eq!(reach(&Split::Halves(vec![0, 3]), 5, 3), 2);
+        assert_eq!(reach(&Split::Halves(vec![0, 3]), 5, 1), 3);
+        for n in [5, 7] {
+            for a in 0..n {
+                let seen = reach(&Split::Ring, n, a);
+                assert!(seen > n / 2 && seen < n, "n={n} a={a}: a majority, not all");
+            }
+        }
+        let partitions = schedule(3, 60_000, &[Kind::Partition], 5);
+        assert!(partitions.iter().all(|f| f.split.is_some()));
     }
 }

@@ -10,7 +10,7 @@ use aerie_wal::{FsyncPolicy, IoBackend};
 use serde::{Deserialize, Serialize};
 
 /// Environment variables that override the file.
-pub const ENV_OVERRIDES: [(&str, &str); 11] = [
+pub const ENV_OVERRIDES: [(&str, &str); 12] = [
     ("AERIE_METRICS_PORT", "metrics.port"),
     ("AERIE_DATA_DIR", "node.data_dir"),
     ("AERIE_NODE_ID", "node.node_id"),
@@ -19,6 +19,7 @@ pub const ENV_OVERRIDES: [(&str, &str); 11] = [
     ("AERIE_FSYNC", "wal.fsync"),
     ("AERIE_FABRIC_ADDRESS", "cluster.fabric_address"),
     ("AERIE_FABRIC_PORT", "cluster.fabric_port"),
+    ("AERIE_FABRIC_ADVERTISE", "cluster.fabric_advertise_address"),
     ("AERIE_SEEDS", "cluster.seeds (comma-separated)"),
     ("AERIE_REPLICATION_FACTOR", "cluster.replication_factor"),
     ("AERIE_CLUSTER_SECRET_FILE", "cluster.secret_file"),
@@ -108,6 +109,10 @@ pub struct ClusterSection {
     pub fabric_address: String,
     /// Port of node-to-node traffic (Aerospike's fabric port).
     pub fabric_port: u16,
+    /// "host:port" other nodes dial to reach this node's fabric, when that
+    /// is not where it listens (a NAT or a proxy in between, e.g. the fault
+    /// harness's); empty: `fabric_address:fabric_port`.
+    pub fabric_advertise_address: String,
     /// `host:fabric_port` of nodes already in a cluster: a node with a new
     /// data dir joins their cluster; with none it forms a new one. A node
     /// that already belongs to a cluster ignores them.
@@ -124,6 +129,7 @@ impl Default for ClusterSection {
         ClusterSection {
             fabric_address: String::new(),
             fabric_port: 3001,
+            fabric_advertise_address: String::new(),
             seeds: Vec::new(),
             replication_factor: 3,
             secret_file: None,
@@ -350,6 +356,9 @@ impl NodeFileConfig {
         }
         if let Some(v) = var("AERIE_FABRIC_PORT") {
             cluster.fabric_port = v.parse().map_err(|_| parse("AERIE_FABRIC_PORT", &v))?;
+        }
+        if let Some(v) = var("AERIE_FABRIC_ADVERTISE") {
+            cluster.fabric_advertise_address = v;
         }
         if let Some(v) = var("AERIE_SEEDS") {
             cluster.seeds = v

@@ -92,9 +92,15 @@ pub fn form(config: &NodeFileConfig) -> Result<Formed> {
         (None, id) => id,
     };
     let transport = start_fabric(config, node_id)?;
-    let fabric_addr = match config.cluster.fabric_port {
+    let fabric_addr = match (
+        config.cluster.fabric_port,
+        &config.cluster.fabric_advertise_address,
+    ) {
+        (_, advertised) if !advertised.is_empty() => {
+            parse_addr("cluster.fabric_advertise_address", advertised)?
+        }
         // Port 0 picks a free one (tests): advertise the one bound.
-        0 => transport.local_addr(),
+        (0, _) => transport.local_addr(),
         _ => parse_addr("cluster.fabric_address", &config.fabric_address())?,
     };
     let me = MemberInfo {
