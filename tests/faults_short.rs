@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use aerie_faults::{Options, nemesis::Kind};
+use aerie_faults::{Options, WorkloadKind, nemesis::Kind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_and_pauses_of_three_nodes_leave_every_register_linearizable() {
@@ -19,8 +19,13 @@ async fn kills_and_pauses_of_three_nodes_leave_every_register_linearizable() {
             duration_secs: 25,
             quiet_secs: 8,
             nemeses: vec![Kind::Kill, Kind::Pause, Kind::Partition],
+            workloads: vec![
+                WorkloadKind::Register,
+                WorkloadKind::Counter,
+                WorkloadKind::Set,
+            ],
             seed,
-            clients: 6,
+            clients: 3,
             keys: 32,
             work_dir: dir.path().to_path_buf(),
         };
@@ -29,6 +34,11 @@ async fn kills_and_pauses_of_three_nodes_leave_every_register_linearizable() {
         eprintln!("{summary}");
         assert!(report.schedule.len() >= 5, "{summary}");
         assert!(report.counts["write"].ok > 100, "{summary}");
+        assert!(
+            report.counter.as_ref().unwrap().acknowledged > 100,
+            "{summary}"
+        );
+        assert!(report.set.as_ref().unwrap().acknowledged > 100, "{summary}");
         if !report.passed() {
             let kept = dir.keep();
             panic!(

@@ -6,8 +6,9 @@
 //! linearizability and every shard's replicas must hold the same records.
 //!
 //! Who owns what: [`cluster`] the processes, [`nemesis`] the schedule and
-//! its execution, [`register`] the workload and its history, [`check`] the
-//! linearizability checker, [`proxy`] the network between the nodes (every
+//! its execution, [`register`] the register workload and its history,
+//! [`check`] its linearizability checker, [`tally`] the counter and set
+//! workloads and their final checks, [`proxy`] the network between the nodes (every
 //! fabric connection goes through it). Disk faults, wipes and clock offsets
 //! are not built yet.
 
@@ -16,9 +17,11 @@ pub mod cluster;
 pub mod nemesis;
 pub mod proxy;
 pub mod register;
+pub mod tally;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +40,31 @@ const CHECK_TIMEOUT_TOTAL: Duration = Duration::from_secs(300);
 /// How long the replicas may take to agree after the run.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadKind {
+    /// Reads, writes, compare-and-set: linearizability per key.
+    Register,
+    /// Increments: final value between acknowledged and attempted.
+    Counter,
+    /// Unique adds: every acknowledged one present at the end.
+    Set,
+}
+
+impl FromStr for WorkloadKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<WorkloadKind, String> {
+        match s {
+            "register" => Ok(WorkloadKind::Register),
+            "counter" => Ok(WorkloadKind::Counter),
+            "set" => Ok(WorkloadKind::Set),
+            other => Err(format!(
+                "unknown workload {other:?} (known: register, counter, set)"
+            )),
+        }
+    }
+}
+
 /// What a run does.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -49,6 +77,8 @@ pub struct Options {
     /// and every operation of the second half must succeed.
     pub quiet_secs: u64,
     pub nemeses: Vec<nemesis::Kind>,
+    /// Run side by side, each with `clients` tasks.
+    pub workloads: Vec<WorkloadKind>,
     pub seed: u64,
     pub clients: u32,
     pub keys: i64,
@@ -84,6 +114,8 @@ pub struct Report {
     /// Shards whose replicas differ at the same applied index, or never
     /// reached one (must be none).
     pub diverged: Vec<String>,
+    pub counter: Option<tally::CounterReport>,
+    pub set: Option<tally::SetReport>,
 }
 
 impl Report {
@@ -93,6 +125,11 @@ impl Report {
             && self.unknown.is_empty()
             && self.quiet_errors == 0
             && self.diverged.is_empty()
+            && self.counter.as_ref().is_none_or(|c| c.misses.is_empty())
+            && self
+                .set
+                .as_ref()
+                .is_none_or(|s| s.lost.is_empty() && s.unexpected.is_empty() && s.unread.is_empty())
     }
 }
 
@@ -119,10 +156,27 @@ pub async fn run(options: &Options) -> Result<Report, String> {
         keys: options.keys,
         seed: options.seed,
     };
+    let until = start + faulty + quiet;
+    let wants = |kind| options.workloads.contains(&kind);
     let history = tokio::spawn({
-        let client = client.clone();
-        async move { register::run(client, &workload, start, start + faulty + quiet).await }
+        let (client, on) = (client.clone(), wants(WorkloadKind::Register));
+        async move {
+            match on {
+                true => register::run(client, &workload, start, until).await,
+                false => Vec::new(),
+            }
+        }
     });
+    let counter = wants(WorkloadKind::Counter).then(|| {
+        tokio::spawn(tally::counter(
+            client.clone(),
+            options.clients,
+            options.keys,
+            until,
+        ))
+    });
+    let set = wants(WorkloadKind::Set)
+        .then(|| tokio::spawn(tally::set(client.clone(), options.clients, until)));
     let mut events = nemesis.await.map_err(|e| e.to_string())?;
     tokio::time::sleep_until((start + faulty).into()).await;
     cluster.lock().await.heal_all()?;
@@ -131,6 +185,14 @@ pub async fn run(options: &Options) -> Result<Report, String> {
         what: "final heal: every node running".into(),
     });
     let history = history.await.map_err(|e| e.to_string())?;
+    let counter = match counter {
+        Some(task) => Some(task.await.map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let set = match set {
+        Some(task) => Some(task.await.map_err(|e| e.to_string())?),
+        None => None,
+    };
     client.close().await.map_err(|e| e.to_string())?;
     let (history, verdicts) = tokio::task::spawn_blocking(move || {
         let verdicts = check::check(&history, CHECK_TIMEOUT_PER_KEY, CHECK_TIMEOUT_TOTAL);
@@ -156,6 +218,8 @@ pub async fn run(options: &Options) -> Result<Report, String> {
             .count() as u64,
         diverged,
         events,
+        counter,
+        set,
     };
     write_files(options, &report, &history)?;
     Ok(report)
@@ -193,6 +257,25 @@ pub fn summary(report: &Report) -> String {
         report.quiet_errors
     );
     let _ = writeln!(out, "diverged shards: {:?}", report.diverged);
+    if let Some(c) = &report.counter {
+        let _ = writeln!(
+            out,
+            "counter: {} acknowledged, {} failed, {} indeterminate increments; out of bounds: {:?}",
+            c.acknowledged, c.failed, c.indeterminate, c.misses
+        );
+    }
+    if let Some(s) = &report.set {
+        let _ = writeln!(
+            out,
+            "set: {} acknowledged, {} failed, {} indeterminate adds; lost {:?}, refused but present {:?}, unread {}",
+            s.acknowledged,
+            s.failed,
+            s.indeterminate,
+            s.lost,
+            s.unexpected,
+            s.unread.len()
+        );
+    }
     out
 }
 

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use aerie_faults::{Options, nemesis};
+use aerie_faults::{Options, WorkloadKind, nemesis};
 use clap::Parser;
 
 /// Runs a seeded fault test: a register workload (reads, writes,
@@ -33,13 +33,16 @@ struct Args {
     /// or black-holed).
     #[arg(long, default_value = "kill,pause,partition", value_delimiter = ',')]
     nemesis: Vec<nemesis::Kind>,
-    /// The workload (only `register` so far).
-    #[arg(long, default_value = "register")]
-    workload: String,
+    /// Workloads run side by side, comma-separated: register (reads,
+    /// writes, compare-and-set; linearizability), counter (increments;
+    /// final value between acknowledged and attempted), set (unique adds;
+    /// every acknowledged one present, no refused one).
+    #[arg(long, default_value = "register", value_delimiter = ',')]
+    workload: Vec<WorkloadKind>,
     /// Seeds the fault schedule and the clients' choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Concurrent clients.
+    /// Concurrent clients per workload.
     #[arg(long, default_value_t = 8)]
     clients: u32,
     /// Keys (registers). More keys make each key's history shorter and its
@@ -67,12 +70,6 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<bool, String> {
-    if args.workload != "register" {
-        return Err(format!(
-            "unknown workload {:?} (known: register)",
-            args.workload
-        ));
-    }
     let aerie = match args.aerie {
         Some(path) => path,
         None => std::env::current_exe()
@@ -93,6 +90,7 @@ fn run(args: Args) -> Result<bool, String> {
         duration_secs: args.duration_secs,
         quiet_secs: args.quiet_secs,
         nemeses: args.nemesis,
+        workloads: args.workload,
         seed: args.seed,
         clients: args.clients,
         keys: args.keys,

@@ -75,7 +75,7 @@ pub struct Workload {
     pub seed: u64,
 }
 
-fn write_policy() -> WritePolicy {
+pub(crate) fn write_policy() -> WritePolicy {
     let mut policy = WritePolicy::default();
     policy.base_policy.total_timeout = OP_TIMEOUT_MS;
     // A retried write could run twice; a write not retried is in doubt or not.
@@ -204,7 +204,7 @@ fn written(result: Result<(), AsError>) -> Outcome {
 /// A server's answer that the operation did not run is a definite failure;
 /// everything else (timeouts, in-doubt answers, a connection lost after the
 /// request may have left) is indeterminate.
-fn classify(e: &AsError) -> Outcome {
+pub(crate) fn classify(e: &AsError) -> Outcome {
     match e.server_result_code() {
         Some(code) if !e.in_doubt() && code != ResultCode::Timeout => Outcome::Failed {
             code: format!("{code:?}"),
