@@ -74,6 +74,11 @@ pub struct Shard {
     /// The last leadership transfer the placement asked for here: to whom,
     /// and when.
     pub last_transfer: Option<(u64, Instant)>,
+    /// The ready loop wants `Input::Applied` after each applied batch: reads
+    /// or a backlog are waiting on the apply loop. Otherwise the apply loop
+    /// does not wake the ready loop (a wake-up per batch was a large share
+    /// of a node's context switches under writes).
+    pub wants_applied: Arc<AtomicBool>,
 }
 
 impl Shard {
@@ -130,6 +135,23 @@ impl Shard {
     /// all proposed here and none has been answered (answers come only from
     /// this node's apply loop), so no completed write is missing.
     pub fn complete_reads(&mut self, gate: &Gate) {
+        self.complete_reads_once(gate);
+        if self.note_waiters() {
+            // The apply loop may have moved on before it saw the flag: look
+            // once more (both sides are SeqCst, so one of them sees the other).
+            self.complete_reads_once(gate);
+            self.note_waiters();
+        }
+    }
+
+    /// Sets `wants_applied`; returns it.
+    fn note_waiters(&self) -> bool {
+        let wants = !self.waiting_reads.is_empty() || !self.backlog.is_empty();
+        self.wants_applied.store(wants, Ordering::SeqCst);
+        wants
+    }
+
+    fn complete_reads_once(&mut self, gate: &Gate) {
         let applied = self.applied.load(Ordering::SeqCst);
         let stalled_but_safe = gate.stall(self.id).is_some()
             && self.is_leader()
@@ -198,6 +220,16 @@ impl Shard {
 
     /// Moves what the apply queue has room for out of the backlog.
     pub fn flush_backlog(&mut self) {
+        self.flush_backlog_once();
+        if self.note_waiters() {
+            // As for reads: the apply loop may have emptied its queue
+            // before it saw the flag.
+            self.flush_backlog_once();
+            self.note_waiters();
+        }
+    }
+
+    fn flush_backlog_once(&mut self) {
         while let Some(entries) = self.backlog.pop_front() {
             let bytes = entries_bytes(&entries);
             match self.apply.try_send(ApplyTask::Entries(entries)) {
@@ -349,6 +381,8 @@ pub fn open_shard(ctx: &OpenContext<'_>, shard: u32) -> Result<(Shard, JoinHandl
     let applied_index = Arc::new(AtomicU64::new(ctx.engine.applied_index(log)));
     let (apply_tx, apply_rx) = mpsc::sync_channel(APPLY_QUEUE);
     let notify_input = ctx.input.clone();
+    let wants_applied = Arc::new(AtomicBool::new(false));
+    let wanted = wants_applied.clone();
     let apply_ctx = ApplyContext {
         shard,
         log_id: log,
@@ -371,7 +405,9 @@ pub fn open_shard(ctx: &OpenContext<'_>, shard: u32) -> Result<(Shard, JoinHandl
         clock_ms: ctx.clock_ms.clone(),
         stopping: ctx.stopping.clone(),
         notify: Box::new(move |shard, _index| {
-            let _ = notify_input.try_send(Input::Applied(shard));
+            if wanted.load(Ordering::SeqCst) {
+                let _ = notify_input.try_send(Input::Applied(shard));
+            }
         }),
     };
     let worker = std::thread::Builder::new()
@@ -395,6 +431,7 @@ pub fn open_shard(ctx: &OpenContext<'_>, shard: u32) -> Result<(Shard, JoinHandl
         was_leader: false,
         commit_unsaved: false,
         last_transfer: None,
+        wants_applied,
     };
     Ok((shard, worker))
 }
