@@ -30,8 +30,13 @@ struct Args {
     /// Faults to draw from, comma-separated: kill (SIGKILL, restart), pause
     /// (SIGSTOP, SIGCONT), partition (through the fault proxy: one node
     /// isolated, a minority split off, or the overlapping ring; links cut
-    /// or black-holed).
-    #[arg(long, default_value = "kill,pause,partition", value_delimiter = ',')]
+    /// or black-holed), delay (every link of one node held 50–400 ms per
+    /// chunk).
+    #[arg(
+        long,
+        default_value = "kill,pause,partition,delay",
+        value_delimiter = ','
+    )]
     nemesis: Vec<nemesis::Kind>,
     /// Workloads run side by side, comma-separated: register (reads,
     /// writes, compare-and-set; linearizability), counter (increments;

@@ -25,6 +25,9 @@ pub enum Kind {
     /// The network split (cut, or black-holed) through the fault proxy,
     /// then every link healed.
     Partition,
+    /// Every link to and from the target delayed (50–400 ms per chunk),
+    /// then healed.
+    Delay,
 }
 
 /// How a partition splits the nodes.
@@ -47,8 +50,9 @@ impl FromStr for Kind {
             "kill" => Ok(Kind::Kill),
             "pause" => Ok(Kind::Pause),
             "partition" => Ok(Kind::Partition),
+            "delay" => Ok(Kind::Delay),
             other => Err(format!(
-                "unknown nemesis {other:?} (known: kill, pause, partition)"
+                "unknown nemesis {other:?} (known: kill, pause, partition, delay)"
             )),
         }
     }
@@ -75,6 +79,8 @@ pub struct Fault {
     /// (accept and drop) instead of refusing.
     pub split: Option<Split>,
     pub blackhole: bool,
+    /// For a delay: how long each chunk is held.
+    pub delay_ms: u64,
 }
 
 /// What the executor did, in ms from the start of the workload.
@@ -110,6 +116,7 @@ pub fn schedule(seed: u64, duration_ms: u64, kinds: &[Kind], nodes: usize) -> Ve
             hold_ms,
             split,
             blackhole: rng.random_bool(0.5),
+            delay_ms: rng.random_range(50..400),
         });
         at_ms += hold_ms + rng.random_range(1_000..3_000);
     }
@@ -143,6 +150,14 @@ pub fn connected(split: &Split, victim: usize, nodes: usize, a: usize, b: usize)
             let distance = a.abs_diff(b).min(nodes - a.abs_diff(b));
             distance <= (nodes / 2).div_ceil(2)
         }
+    }
+}
+
+fn delay(cluster: &Cluster, fault: &Fault, victim: usize) {
+    let rule = Rule::Delay { ms: fault.delay_ms };
+    for other in (0..cluster.nodes.len()).filter(|&n| n != victim) {
+        cluster.proxy.set(victim, other, rule);
+        cluster.proxy.set(other, victim, rule);
     }
 }
 
@@ -190,6 +205,7 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, faults: Vec<Fault>, start: Instan
                 Kind::Kill => c.kill(victim),
                 Kind::Pause => c.pause(victim),
                 Kind::Partition => partition(&c, &fault, victim),
+                Kind::Delay => delay(&c, &fault, victim),
             }
         }
         let what = match (&fault.kind, &fault.split) {
@@ -197,6 +213,10 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, faults: Vec<Fault>, start: Instan
                 format!("Partition isolating node {victim} ({:?})", fault.target)
             }
             (Kind::Partition, Some(split)) => format!("Partition {split:?}"),
+            (Kind::Delay, _) => format!(
+                "Delay {} ms on every link of node {victim} ({:?})",
+                fault.delay_ms, fault.target
+            ),
             _ => format!("{:?} node {victim} ({:?})", fault.kind, fault.target),
         };
         let how = if fault.kind == Kind::Partition && fault.blackhole {
@@ -217,7 +237,7 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, faults: Vec<Fault>, start: Instan
                     c.resume(victim);
                     Ok("resume")
                 }
-                Kind::Partition => {
+                Kind::Partition | Kind::Delay => {
                     c.proxy.heal();
                     Ok("heal the network around")
                 }
