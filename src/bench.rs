@@ -8,7 +8,7 @@
 //! what it does not lead).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aerie_protocol::info::parse_replicas;
@@ -41,8 +41,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "127.0.0.1:3000")]
     host: String,
     /// Every node of a cluster, comma-separated: each request goes to the
-    /// node leading its key's partition (read once from their `replicas`
-    /// at the start). Needs --in-flight 1.
+    /// node leading its key's partition (from their `replicas`, re-read
+    /// every second as a smart client does). Needs --in-flight 1.
     #[arg(long, value_delimiter = ',')]
     hosts: Vec<String>,
     /// Namespace.
@@ -130,9 +130,14 @@ struct Shared {
     value: Vec<u8>,
     /// The nodes requests go to.
     targets: Vec<String>,
-    /// Per partition, the index in `targets` of the node leading it.
-    route: Vec<usize>,
+    /// Per partition, the index in `targets` of the node leading it
+    /// (re-read every `ROUTE_REFRESH_MS`, as a smart client tends its map).
+    route: Vec<AtomicUsize>,
 }
+
+/// How often `--hosts` re-reads the nodes' `replicas` (the official
+/// clients tend their partition map every second).
+const ROUTE_REFRESH_MS: u64 = 1_000;
 
 /// Per partition, which of `hosts` claims it in column 0 of its `replicas`
 /// answer for `namespace` (the first host for a partition none claims).
@@ -167,10 +172,23 @@ async fn routes(hosts: &[String], namespace: &str) -> Result<Vec<usize>, String>
     Ok(route)
 }
 
+/// Re-reads the routes every `ROUTE_REFRESH_MS` until the run stops (a
+/// failed read keeps the old routes).
+async fn refresh_routes(shared: Arc<Shared>) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(ROUTE_REFRESH_MS)).await;
+        if let Ok(route) = routes(&shared.args.hosts, &shared.args.namespace).await {
+            for (slot, target) in shared.route.iter().zip(route) {
+                slot.store(target, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// The index in `shared.targets` of the node to send `key` to.
 fn target_of(shared: &Shared, key: u64) -> usize {
     let digest = compute_digest(shared.args.set.as_bytes(), &UserKey::Int(key as i64));
-    shared.route[usize::from(partition_id(&digest))]
+    shared.route[usize::from(partition_id(&digest))].load(Ordering::Relaxed)
 }
 fn encode_request(shared: &Shared, kind: Kind, key: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
     let args = &shared.args;
@@ -319,8 +337,11 @@ async fn run_async(args: BenchArgs) -> Result<(), String> {
         next_insert: AtomicU64::new(0),
         value,
         targets,
-        route,
+        route: route.into_iter().map(AtomicUsize::new).collect(),
     });
+    if !shared.args.hosts.is_empty() {
+        tokio::spawn(refresh_routes(shared.clone()));
+    }
     let started = Instant::now();
     let tasks: Vec<_> = (0..shared.args.connections)
         .map(|i| tokio::spawn(connection(shared.clone(), i as u64 + 1)))
