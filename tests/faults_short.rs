@@ -1,6 +1,7 @@
 //! The fault harness's short, seeded run (what CI runs): three real nodes,
 //! the register workload through the official client while nodes are
-//! SIGKILLed and SIGSTOPped, then a final heal and a quiet period. Every
+//! SIGKILLed, SIGSTOPped, partitioned and delayed, then a final heal and a
+//! quiet period; the counter and set workloads beside it. Every
 //! key's history must be linearizable, the cluster must recover, and every
 //! shard's replicas must hold the same records. Long runs: the README.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -18,7 +19,7 @@ async fn kills_and_pauses_of_three_nodes_leave_every_register_linearizable() {
             nodes: 3,
             duration_secs: 25,
             quiet_secs: 8,
-            nemeses: vec![Kind::Kill, Kind::Pause, Kind::Partition],
+            nemeses: vec![Kind::Kill, Kind::Pause, Kind::Partition, Kind::Delay],
             workloads: vec![
                 WorkloadKind::Register,
                 WorkloadKind::Counter,
@@ -32,7 +33,8 @@ async fn kills_and_pauses_of_three_nodes_leave_every_register_linearizable() {
         let report = aerie_faults::run(&options).await.unwrap();
         let summary = aerie_faults::summary(&report);
         eprintln!("{summary}");
-        assert!(report.schedule.len() >= 5, "{summary}");
+        // 25 s of faults held 1.2-4 s, 1-3 s apart from 2 s on: at least 3.
+        assert!(report.schedule.len() >= 3, "{summary}");
         assert!(report.counts["write"].ok > 100, "{summary}");
         assert!(
             report.counter.as_ref().unwrap().acknowledged > 100,
