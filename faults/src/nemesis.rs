@@ -232,21 +232,21 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, faults: Vec<Fault>, start: Instan
         let healed = {
             let mut c = cluster.lock().await;
             match fault.kind {
-                Kind::Kill => c.restart(victim).map(|()| "restart"),
+                Kind::Kill => c.restart(victim).map(|()| format!("restart node {victim}")),
                 Kind::Pause => {
                     c.resume(victim);
-                    Ok("resume")
+                    Ok(format!("resume node {victim}"))
                 }
                 Kind::Partition | Kind::Delay => {
                     c.proxy.heal();
-                    Ok("heal the network around")
+                    Ok("heal every link".to_string())
                 }
             }
         };
         events.push(Event {
             at_ms: now_ms(),
             what: match healed {
-                Ok(how) => format!("{how} node {victim}"),
+                Ok(how) => how,
                 Err(e) => format!("healing node {victim} failed: {e}"),
             },
         });
