@@ -207,11 +207,6 @@ impl DataDir {
         self.root.join("engine")
     }
 
-    /// `raft/`: the raft meta files and the cluster group's state.
-    pub fn raft_dir(&self) -> PathBuf {
-        self.root.join("raft")
-    }
-
     /// `snapshots/`.
     pub fn snapshot_dir(&self) -> PathBuf {
         self.root.join("snapshots")

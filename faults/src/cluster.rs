@@ -32,6 +32,8 @@ pub struct Cluster {
     aerie: PathBuf,
     pub nodes: Vec<NodeProc>,
     pub proxy: Proxy,
+    /// Each node's name as `node` answers it (its id in hex).
+    names: Vec<String>,
 }
 
 fn free_port() -> Result<u16, String> {
@@ -63,6 +65,7 @@ impl Cluster {
             aerie: aerie.to_path_buf(),
             nodes,
             proxy,
+            names: Vec::new(),
         };
         for i in 0..n {
             cluster.spawn(i)?;
@@ -72,13 +75,15 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Tells the proxy every node's id (its `node` name is the id in hex).
-    async fn name_nodes(&self) -> Result<(), String> {
+    /// Learns every node's name and tells the proxy its id (the name is
+    /// the id in hex).
+    async fn name_nodes(&mut self) -> Result<(), String> {
         for (i, address) in self.addresses().iter().enumerate() {
-            let name = info(address, "node").await?;
-            let id = u64::from_str_radix(name.trim(), 16)
-                .map_err(|e| format!("node name {name:?}: {e}"))?;
+            let name = info(address, "node").await?.trim().to_string();
+            let id =
+                u64::from_str_radix(&name, 16).map_err(|e| format!("node name {name:?}: {e}"))?;
             self.proxy.name(id, i);
+            self.names.push(name);
         }
         Ok(())
     }
@@ -205,20 +210,13 @@ impl Cluster {
     /// as the leader of shard 0, if one is known.
     pub async fn leader_of_shard_0(&self) -> Option<usize> {
         let addresses = self.addresses();
-        for (i, address) in addresses.iter().enumerate().filter(|(i, _)| self.is_up(*i)) {
+        for (_, address) in addresses.iter().enumerate().filter(|(i, _)| self.is_up(*i)) {
             let Ok(answer) = info(address, "cluster-status").await else {
                 continue;
             };
             let status = aerie::cluster_cmd::parse(&answer).ok()?;
-            let leader = status.shards.first()?.replicas.leader.clone();
-            for (j, other) in addresses.iter().enumerate() {
-                if j == i || self.is_up(j) {
-                    let name = info(other, "node").await.ok();
-                    if name.as_deref() == Some(leader.as_str()) {
-                        return Some(j);
-                    }
-                }
-            }
+            let leader = &status.shards.first()?.replicas.leader;
+            return self.names.iter().position(|name| name == leader);
         }
         None
     }

@@ -58,7 +58,7 @@ pub struct ClusterGroup {
     state: ClusterState,
     state_path: PathBuf,
     inline: Arc<Mutex<InlineSnapshot>>,
-    published: Arc<Mutex<ClusterState>>,
+    published: Arc<Mutex<Arc<ClusterState>>>,
     on_change: OnChange,
     /// The commit index moved after the last hard state written.
     pub commit_unsaved: bool,
@@ -70,7 +70,7 @@ impl ClusterGroup {
     pub fn open(
         config: &NodeConfig,
         wal: &Arc<Wal>,
-        published: Arc<Mutex<ClusterState>>,
+        published: Arc<Mutex<Arc<ClusterState>>>,
         on_change: OnChange,
     ) -> Result<ClusterGroup> {
         let meta_path = config.raft_dir.join(META_FILE);
@@ -107,7 +107,7 @@ impl ClusterGroup {
             storage,
             &crate::logging::raft_logger(config.node_id, CLUSTER_GROUP),
         )?;
-        *lock(&published) = state.clone();
+        *lock(&published) = Arc::new(state.clone());
         on_change(&state);
         Ok(ClusterGroup {
             raw,
@@ -209,7 +209,7 @@ impl ClusterGroup {
             term,
             data,
         };
-        *lock(&self.published) = self.state.clone();
+        *lock(&self.published) = Arc::new(self.state.clone());
         if changed {
             (self.on_change)(&self.state);
         }
@@ -234,7 +234,7 @@ fn store_state(path: &Path, term: u64, body: &[u8]) -> Result<()> {
 }
 
 /// The state file's term and state, or `None` when there is none.
-pub fn load_state(path: &Path) -> Result<Option<(u64, ClusterState)>> {
+fn load_state(path: &Path) -> Result<Option<(u64, ClusterState)>> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

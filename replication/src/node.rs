@@ -182,7 +182,7 @@ pub struct Node {
     config: Arc<NodeConfig>,
     input: SyncSender<Input>,
     status: Arc<Mutex<Vec<ShardStatus>>>,
-    cluster_state: Arc<Mutex<ClusterState>>,
+    cluster_state: Arc<Mutex<Arc<ClusterState>>>,
     cluster_status: Arc<Mutex<Option<ShardStatus>>>,
     gate: Arc<Gate>,
     engine: Arc<Engine>,
@@ -247,7 +247,7 @@ impl Node {
             threads.push(worker);
         }
         let status = Arc::new(Mutex::new(shards.iter().map(|s| s.status()).collect()));
-        let cluster_state = Arc::new(Mutex::new(ClusterState::default()));
+        let cluster_state = Arc::new(Mutex::new(Arc::new(ClusterState::default())));
         let cluster = parts
             .on_cluster_change
             .map(|on_change| {
@@ -436,7 +436,7 @@ impl Node {
 
     /// The cluster's metadata as this node last applied it (empty on a node
     /// without a cluster group, or before its first entry).
-    pub fn cluster_state(&self) -> ClusterState {
+    pub fn cluster_state(&self) -> Arc<ClusterState> {
         lock(&self.cluster_state).clone()
     }
 

@@ -125,7 +125,7 @@ impl ReadyLoop {
     /// Publishes every shard's status for `Node::status`: the indices,
     /// leader and term every round, in place; the membership lists and the
     /// leader's progress (which allocate) when a membership changed, else
-    /// once a tick.
+    /// once a tick; the cluster group's status then too.
     fn publish_status(&mut self, tick: Duration) {
         let conf_index = |s: &Shard| s.raw.store().meta().conf_index();
         let mut published = lock(&self.status);
@@ -136,10 +136,10 @@ impl ReadyLoop {
                 .iter()
                 .zip(&self.published_confs)
                 .any(|(s, &c)| conf_index(s) != c);
-        if let Some(group) = &self.cluster {
-            *lock(&self.cluster_status) = Some(group.status());
-        }
         if stale {
+            if let Some(group) = &self.cluster {
+                *lock(&self.cluster_status) = Some(group.status());
+            }
             *published = self.shards.iter().map(Shard::status).collect();
             self.published_confs = self.shards.iter().map(conf_index).collect();
             self.last_published = Instant::now();
@@ -213,39 +213,22 @@ impl ReadyLoop {
             return;
         }
         self.last_placement = Instant::now();
+        let me = self.config.node_id;
         if let Some(group) = self.cluster.as_mut().filter(|g| g.is_leader()) {
-            place_group(&mut group.raw, self.config.node_id, placement);
+            let status = group.status();
+            change_membership(&mut group.raw, me, &status, |s| {
+                crate::placement::next_group_step(s, placement)
+            });
         }
         for shard in self
             .shards
             .iter_mut()
             .filter(|s| s.is_leader() && !s.is_frozen())
         {
-            let raft = &shard.raw.raft;
-            // One change at a time: raft turns a second into an empty entry.
-            if raft.pending_conf_index > raft.raft_log.applied {
-                continue;
-            }
-            let meta = shard.raw.store().meta();
-            // A shard created here has its first configuration only in its
-            // meta file: a member joining by the log (no snapshot) would
-            // start from no configuration at all. Writing this node in as a
-            // voter once puts the configuration into the log first.
             let status = shard.status();
-            let step = if meta.conf_index() == 0 && meta.snapshot_index == 0 {
-                Some(crate::placement::Step::Promote(self.config.node_id))
-            } else {
-                crate::placement::next_step(&status, placement)
-            };
-            if let Some(step) = step {
-                tracing::info!(
-                    shard = shard.id,
-                    ?step,
-                    "placement: proposing a membership change"
-                );
-                if let Err(e) = shard.raw.propose_conf_change(Vec::new(), step.change()) {
-                    tracing::debug!(shard = shard.id, error = %e, "placement change refused");
-                }
+            if change_membership(&mut shard.raw, me, &status, |s| {
+                crate::placement::next_step(s, placement)
+            }) {
                 continue;
             }
             let last = shard.raw.raft.raft_log.last_index();
@@ -868,26 +851,41 @@ fn most_caught_up_voter(status: &ShardStatus, me: u64) -> Option<u64> {
         .map(|&(id, _)| id)
 }
 
-/// One membership change of the cluster group (its leader is here) toward
-/// the placement; the group's first configuration is written into its log
-/// first, as a shard's is.
-fn place_group(raw: &mut RawNode<ShardStorage>, me: u64, placement: &Placement) {
+/// One membership change of a group this node leads (a shard, or the
+/// cluster group) toward the placement, which `next` derives from the
+/// group's `status`. None while a change is pending: raft turns a second
+/// into an empty entry. A group created here has its first configuration
+/// only in its meta file, and a member joining by the log (no snapshot)
+/// would start from no configuration at all: writing this node in as a
+/// voter once puts the configuration into the log first. Returns whether
+/// the configuration is changing (then leadership stays put).
+fn change_membership(
+    raw: &mut RawNode<ShardStorage>,
+    me: u64,
+    status: &ShardStatus,
+    next: impl FnOnce(&ShardStatus) -> Option<crate::placement::Step>,
+) -> bool {
     if raw.raft.pending_conf_index > raw.raft.raft_log.applied {
-        return;
+        return true;
     }
     let meta = raw.store().meta();
     let step = if meta.conf_index() == 0 && meta.snapshot_index == 0 {
         Some(crate::placement::Step::Promote(me))
     } else {
-        let status = crate::shard::raft_status(raw, CLUSTER_GROUP, raw.raft.raft_log.applied);
-        crate::placement::next_group_step(&status, placement)
+        next(status)
     };
-    if let Some(step) = step {
-        tracing::info!(?step, "placement: a cluster group membership change");
-        if let Err(e) = raw.propose_conf_change(Vec::new(), step.change()) {
-            tracing::debug!(error = %e, "cluster group change refused");
-        }
+    let Some(step) = step else {
+        return false;
+    };
+    tracing::info!(
+        group = status.shard,
+        ?step,
+        "placement: proposing a membership change"
+    );
+    if let Err(e) = raw.propose_conf_change(Vec::new(), step.change()) {
+        tracing::debug!(group = status.shard, error = %e, "placement change refused");
     }
+    true
 }
 
 fn request_snapshot(shard: &Shard) {

@@ -119,7 +119,7 @@ impl Cluster {
         Ok(())
     }
 
-    fn state(&self) -> ClusterState {
+    fn state(&self) -> Arc<ClusterState> {
         self.node
             .get()
             .map(|n| n.cluster_state())
@@ -129,7 +129,7 @@ impl Cluster {
     /// The members now: the group's, or the provisional list before it has
     /// any.
     pub fn members(&self) -> Vec<MemberInfo> {
-        members_or(self.state(), &self.provisional)
+        members_or(&self.state(), &self.provisional).to_vec()
     }
 
     /// A node asks to join through this one: its membership is proposed to
@@ -235,10 +235,11 @@ impl Cluster {
 
     /// Where member `node_id` serves clients, if it is a member.
     pub fn service_address(&self, node_id: u64) -> Option<String> {
-        self.members()
-            .into_iter()
+        let state = self.state();
+        members_or(&state, &self.provisional)
+            .iter()
             .find(|m| m.node_id == node_id)
-            .map(|m| m.service_addr)
+            .map(|m| m.service_addr.clone())
     }
 
     /// `peers-clear-std`: every other member's service address.
@@ -386,11 +387,11 @@ fn replicas_part(s: &ShardStatus) -> String {
 }
 
 /// The group's members, or `provisional` while it has none.
-fn members_or(state: ClusterState, provisional: &[MemberInfo]) -> Vec<MemberInfo> {
+fn members_or<'a>(state: &'a ClusterState, provisional: &'a [MemberInfo]) -> &'a [MemberInfo] {
     if state.members.is_empty() {
-        provisional.to_vec()
+        provisional
     } else {
-        state.members
+        &state.members
     }
 }
 

@@ -110,7 +110,9 @@ pub fn form(config: &NodeFileConfig) -> Result<Formed> {
     };
     let (dd, members, joining) = match existing {
         Some(dd) => {
-            let members = known_members(&dd, &me)?;
+            // The members it knew are in its cluster group's state, which
+            // the group loads as it opens.
+            let members = alone(dd.meta(), &me);
             (dd, members, false)
         }
         None if config.cluster.seeds.is_empty() => {
@@ -132,20 +134,6 @@ pub fn form(config: &NodeFileConfig) -> Result<Formed> {
         me,
         joining,
     })
-}
-
-/// The members a restarting node knew: its cluster group's state (the
-/// group's log brings it up to date), or itself.
-fn known_members(dd: &DataDir, me: &MemberInfo) -> Result<MemberList> {
-    let path = dd.raft_dir().join(aerie_replication::group::STATE_FILE);
-    let state =
-        aerie_replication::group::load_state(&path).map_err(|e| Error::Refused(e.to_string()))?;
-    let mut list = alone(dd.meta(), me);
-    if let Some((_, state)) = state.filter(|(_, s)| !s.members.is_empty()) {
-        list.version = state.changed_at;
-        list.members = state.members;
-    }
-    Ok(list)
 }
 
 /// A cluster of one: this node.

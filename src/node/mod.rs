@@ -119,7 +119,6 @@ fn node_config(config: &NodeFileConfig, dd: &DataDir, voters: Vec<u64>) -> Resul
     let (election_ticks, heartbeat_ticks) = config.raft_ticks().map_err(Error::Refused)?;
     let meta = dd.meta();
     let mut node = NodeConfig::new(meta.node_id, voters, dd.root());
-    node.raft_dir = dd.raft_dir();
     node.cluster_name = meta.cluster_name.clone();
     node.shards = meta.shards;
     node.tick_interval_ms = config.raft.tick_interval_ms;
