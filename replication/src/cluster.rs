@@ -44,11 +44,27 @@ pub struct MemberList {
 }
 
 /// A change to the cluster's metadata, proposed to the cluster group.
+/// (New variants go at the end: an entry's bytes name the variant by its
+/// position.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClusterCommand {
-    /// The member joins, or (already a member) now has these addresses.
+    /// The member joins, or (already a member) now has these addresses. A
+    /// member at the same fabric address under another id is retired: that
+    /// is a node whose data dir was wiped, back under a new identity.
     Join(MemberInfo),
+    /// The member is gone for good (dead past `replace_after_ms`, or
+    /// removed by an operator): it leaves the members, its id is never
+    /// accepted again, and the shards it held are rebuilt elsewhere.
+    Retire(u64),
+    /// The member is being removed by an operator: its replicas and
+    /// leaderships move off it, then it is retired.
+    Leave(u64),
 }
+
+/// Most retired ids the state keeps (the oldest are forgotten first; a
+/// retired node is also refused by its stale raft state, this is the
+/// clear message).
+pub const MAX_RETIRED: usize = 4096;
 
 /// The cluster's metadata as of one index of the cluster group's log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +76,32 @@ pub struct ClusterState {
     pub changed_at: u64,
     /// The members, sorted by node id, at most [`MAX_MEMBERS`].
     pub members: Vec<MemberInfo>,
+    /// Members an operator is removing (sorted): placement moves their
+    /// replicas off before they are retired.
+    pub leaving: Vec<u64>,
+    /// Retired node ids, oldest first, at most [`MAX_RETIRED`]: refused at
+    /// the fabric handshake and at joins, forever.
+    pub retired: Vec<u64>,
+}
+
+/// The state as version 1 of `cluster.state` held it (before leaving and
+/// retired members existed): read, never written.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct ClusterStateV1 {
+    applied: u64,
+    changed_at: u64,
+    members: Vec<MemberInfo>,
+}
+
+impl From<ClusterStateV1> for ClusterState {
+    fn from(old: ClusterStateV1) -> ClusterState {
+        ClusterState {
+            applied: old.applied,
+            changed_at: old.changed_at,
+            members: old.members,
+            ..ClusterState::default()
+        }
+    }
 }
 
 impl ClusterState {
@@ -69,14 +111,30 @@ impl ClusterState {
     /// nothing and says why.
     pub fn apply(&mut self, index: u64, command: &ClusterCommand) -> Result<bool, String> {
         self.applied = self.applied.max(index);
-        match command {
-            ClusterCommand::Join(member) => self.join(index, member),
+        match *command {
+            ClusterCommand::Join(ref member) => self.join(index, member),
+            ClusterCommand::Retire(id) => Ok(self.retire(index, id)),
+            ClusterCommand::Leave(id) => self.leave(index, id),
         }
     }
 
     fn join(&mut self, index: u64, member: &MemberInfo) -> Result<bool, String> {
         if member.node_id == 0 || member.service_addr.len() > MAX_NAME_BYTES {
             return Err(format!("an invalid member {member:?}"));
+        }
+        if self.is_retired(member.node_id) {
+            return Err(format!("node {} was retired", member.node_id));
+        }
+        // The old identity of a node that came back wiped, at the same
+        // address: it can never be reached again.
+        let wiped: Vec<u64> = self
+            .members
+            .iter()
+            .filter(|m| m.fabric_addr == member.fabric_addr && m.node_id != member.node_id)
+            .map(|m| m.node_id)
+            .collect();
+        for old in wiped {
+            self.retire(index, old);
         }
         match self
             .members
@@ -91,6 +149,48 @@ impl ClusterState {
         }
         self.changed_at = index;
         Ok(true)
+    }
+
+    fn retire(&mut self, index: u64, id: u64) -> bool {
+        if self.is_retired(id) || id == 0 {
+            return false;
+        }
+        self.members.retain(|m| m.node_id != id);
+        self.leaving.retain(|&l| l != id);
+        if self.retired.len() >= MAX_RETIRED {
+            self.retired.remove(0);
+        }
+        self.retired.push(id);
+        self.changed_at = index;
+        true
+    }
+
+    fn leave(&mut self, index: u64, id: u64) -> Result<bool, String> {
+        if self.member(id).is_none() {
+            return Err(format!("node {id} is not a member"));
+        }
+        match self.leaving.binary_search(&id) {
+            Ok(_) => Ok(false),
+            Err(at) => {
+                self.leaving.insert(at, id);
+                self.changed_at = index;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Whether `node_id` was retired (it may never come back under it).
+    pub fn is_retired(&self, node_id: u64) -> bool {
+        self.retired.contains(&node_id)
+    }
+
+    /// The members that should hold replicas: every member not leaving.
+    pub fn placeable_ids(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .map(|m| m.node_id)
+            .filter(|id| self.leaving.binary_search(id).is_err())
+            .collect()
     }
 
     /// The member `node_id`, if it is one.
@@ -150,21 +250,68 @@ mod tests {
     }
 
     #[test]
+    fn a_node_back_wiped_at_the_same_address_retires_its_old_identity() {
+        let mut state = ClusterState::default();
+        state
+            .apply(1, &ClusterCommand::Join(member(1, 100)))
+            .unwrap();
+        state
+            .apply(2, &ClusterCommand::Join(member(2, 200)))
+            .unwrap();
+        // Node 2's data dir was wiped: it comes back as node 7, same address.
+        assert_eq!(
+            state.apply(3, &ClusterCommand::Join(member(7, 200))),
+            Ok(true)
+        );
+        assert_eq!(state.member_ids(), vec![1, 7]);
+        assert!(state.is_retired(2));
+        // The old id is refused for good, and retiring twice changes nothing.
+        assert!(
+            state
+                .apply(4, &ClusterCommand::Join(member(2, 300)))
+                .is_err()
+        );
+        assert_eq!(state.apply(5, &ClusterCommand::Retire(2)), Ok(false));
+        assert_eq!(state.changed_at, 3);
+    }
+
+    #[test]
+    fn a_leaving_member_is_not_placeable_until_it_is_retired() {
+        let mut state = ClusterState::default();
+        for id in 1..=3 {
+            state
+                .apply(id, &ClusterCommand::Join(member(id, id as u16 * 100)))
+                .unwrap();
+        }
+        assert!(state.apply(4, &ClusterCommand::Leave(9)).is_err());
+        assert_eq!(state.apply(5, &ClusterCommand::Leave(2)), Ok(true));
+        assert_eq!(state.apply(6, &ClusterCommand::Leave(2)), Ok(false));
+        assert_eq!(state.placeable_ids(), vec![1, 3]);
+        assert_eq!(state.member_ids(), vec![1, 2, 3]);
+        assert_eq!(state.apply(7, &ClusterCommand::Retire(2)), Ok(true));
+        assert_eq!(
+            (state.member_ids(), state.leaving.clone()),
+            (vec![1, 3], vec![])
+        );
+        assert_eq!(state.retired, vec![2]);
+    }
+
+    #[test]
     fn a_full_list_refuses_new_members_but_takes_new_addresses() {
         let mut state = ClusterState::default();
         for id in 1..=MAX_MEMBERS as u64 {
             state
-                .apply(id, &ClusterCommand::Join(member(id, 1)))
+                .apply(id, &ClusterCommand::Join(member(id, 2 * id as u16)))
                 .unwrap();
         }
         let next = MAX_MEMBERS as u64 + 1;
         assert!(
             state
-                .apply(next, &ClusterCommand::Join(member(next, 1)))
+                .apply(next, &ClusterCommand::Join(member(next, 2 * next as u16)))
                 .is_err()
         );
         assert_eq!(
-            state.apply(next + 1, &ClusterCommand::Join(member(1, 2))),
+            state.apply(next + 1, &ClusterCommand::Join(member(1, 9))),
             Ok(true)
         );
         assert_eq!(state.members.len(), MAX_MEMBERS);

@@ -174,6 +174,11 @@ impl crate::cluster::ClusterState {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         decode(bytes, "cluster state")
     }
+
+    /// Decodes a state in the layout of `cluster.state` version 1.
+    pub(crate) fn decode_v1(bytes: &[u8]) -> Result<Self, DecodeError> {
+        decode::<crate::cluster::ClusterStateV1>(bytes, "cluster state v1").map(Self::from)
+    }
 }
 
 /// The command a WAL payload carries, with the leader's clock: `None` for

@@ -12,7 +12,8 @@
 //! applied batch, so the log is compacted right behind it and a lagging
 //! member is sent the state itself in the snapshot message.
 //!
-//! `cluster.state` (little-endian): magic `AERIECST` (8), version u32 = 1,
+//! `cluster.state` (little-endian): magic `AERIECST` (8), version u32 = 2
+//! (1, read but no longer written, lacks the leaving and retired lists),
 //! the term of the state's applied index u64, body length u32 (at most
 //! [`MAX_STATE_BYTES`]), the body (`ClusterState` in the codec's bytes:
 //! version byte 1, then bincode 2 standard), CRC-32 of everything before (4).
@@ -44,7 +45,9 @@ pub const STATE_FILE: &str = "cluster.state";
 pub const MAX_STATE_BYTES: usize = 1 << 20;
 
 const STATE_MAGIC: [u8; 8] = *b"AERIECST";
-const STATE_VERSION: u32 = 1;
+const STATE_VERSION: u32 = 2;
+/// The version before leaving and retired members.
+const STATE_VERSION_V1: u32 = 1;
 /// Magic, version, term, body length.
 const STATE_HEADER_BYTES: usize = 8 + 4 + 8 + 4;
 
@@ -247,7 +250,7 @@ fn load_state(path: &Path) -> Result<Option<(u64, ClusterState)>> {
     let u32_at =
         |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     let version = u32_at(8);
-    if version != STATE_VERSION {
+    if version != STATE_VERSION && version != STATE_VERSION_V1 {
         return Err(bad(8, &format!("unknown version {version}")));
     }
     let mut term = [0u8; 8];
@@ -260,8 +263,13 @@ fn load_state(path: &Path) -> Result<Option<(u64, ClusterState)>> {
     if crc32fast::hash(&bytes[..crc_at]) != u32_at(crc_at) {
         return Err(bad(crc_at, "checksum mismatch"));
     }
-    let state = ClusterState::decode(&bytes[STATE_HEADER_BYTES..crc_at])
-        .map_err(|e| bad(STATE_HEADER_BYTES, &e.to_string()))?;
+    let body = &bytes[STATE_HEADER_BYTES..crc_at];
+    let state = if version == STATE_VERSION_V1 {
+        ClusterState::decode_v1(body)
+    } else {
+        ClusterState::decode(body)
+    }
+    .map_err(|e| bad(STATE_HEADER_BYTES, &e.to_string()))?;
     Ok(Some((u64::from_le_bytes(term), state)))
 }
 

@@ -3,18 +3,23 @@
 //! step from what it observes each round (its `ConfState` and its followers'
 //! progress), so a leader that changed or restarted mid-move simply goes on.
 //!
-//! The rule, toward `min(replication_factor, members)` voters:
+//! A voter that is no longer placeable (retired, or leaving at an
+//! operator's request) is *gone*. The rule, toward
+//! `min(replication_factor, placeable members)` voters, none of them gone:
 //! 1. a joint configuration is left first;
-//! 2. a learner that has caught up is promoted while voters are missing;
-//! 3. while voters are missing and no learner is on its way, the best-ranked
-//!    member not in the configuration is added as a learner (rendezvous
-//!    hashing of shard and member: shards spread evenly, and each shard's
-//!    choice is stable when members come and go);
-//! 4. a learner that is no longer a member is removed.
+//! 2. a learner that is not placeable is removed;
+//! 3. a caught-up learner replaces a gone voter (one joint change that adds
+//!    it and removes the old one), or is promoted while voters are missing;
+//! 4. a gone voter the shard has enough voters without is removed;
+//! 5. while voters are missing and no learner is on its way, the best-ranked
+//!    placeable member not in the configuration is added as a learner
+//!    (rendezvous hashing of shard and member: shards spread evenly, and
+//!    each shard's choice is stable when members come and go).
 //!
-//! Never below a majority by our own hand: voters are only added (through a
-//! caught-up learner), never removed here (replacing dead members is the
-//! self-healing issue's).
+//! Never below a majority by our own hand: a voter is removed only once
+//! the voters that stay are as many as the shard wants (or in the same
+//! joint change that promotes its replacement), and a leader that is gone
+//! hands its leadership over before anything else ([`leader_transfer`]).
 
 use crate::membership;
 use crate::node::ShardStatus;
@@ -27,10 +32,25 @@ pub const CAUGHT_UP_ENTRIES: u64 = 64;
 /// The cluster as placement sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
-    /// Voters wanted per shard (capped by the member count).
+    /// Voters wanted per shard (capped by the placeable member count).
     pub replication_factor: usize,
-    /// The cluster's members.
+    /// The cluster's members, ascending.
     pub members: Vec<u64>,
+    /// Members being removed (their replicas move off), ascending.
+    pub leaving: Vec<u64>,
+}
+
+impl Placement {
+    /// Whether `id` should hold replicas: a member not leaving.
+    pub fn holds(&self, id: u64) -> bool {
+        self.members.binary_search(&id).is_ok() && self.leaving.binary_search(&id).is_err()
+    }
+
+    /// Voters wanted per shard: min(factor, placeable members), at least 1.
+    pub fn wanted(&self) -> usize {
+        let placeable = self.members.iter().filter(|&&id| self.holds(id)).count();
+        self.replication_factor.min(placeable).max(1)
+    }
 }
 
 /// One membership change toward the placement.
@@ -40,10 +60,12 @@ pub enum Step {
     LeaveJoint,
     /// Make this caught-up learner a voter.
     Promote(u64),
+    /// Make caught-up learner `new` a voter in place of gone voter `old`.
+    Replace { new: u64, old: u64 },
     /// Start replicating to this member.
     AddLearner(u64),
-    /// Stop replicating to this learner (not a member any more).
-    RemoveLearner(u64),
+    /// Stop replicating to this learner or gone voter.
+    Remove(u64),
 }
 
 impl Step {
@@ -52,8 +74,9 @@ impl Step {
         match *self {
             Step::LeaveJoint => membership::leave_joint(),
             Step::Promote(id) => membership::promote(id),
+            Step::Replace { new, old } => membership::replace(new, old),
             Step::AddLearner(id) => membership::add_learner(id),
-            Step::RemoveLearner(id) => membership::remove(id),
+            Step::Remove(id) => membership::remove(id),
         }
     }
 }
@@ -74,21 +97,26 @@ fn caught_up(status: &ShardStatus, member: u64) -> bool {
         .any(|&(id, matched)| id == member && matched + CAUGHT_UP_ENTRIES >= status.commit)
 }
 
-/// The voter that should lead the shard: the best-ranked (the same
-/// rendezvous rank), so leaders spread evenly over the members.
-pub fn preferred_leader(status: &ShardStatus) -> Option<u64> {
+/// The voter that should lead the shard: the best-ranked placeable one
+/// (the same rendezvous rank), so leaders spread evenly over the members.
+pub fn preferred_leader(status: &ShardStatus, placement: &Placement) -> Option<u64> {
     status
         .voters
         .iter()
         .copied()
+        .filter(|&id| placement.holds(id))
         .max_by_key(|&id| rank(status.shard, id))
 }
 
 /// Whom the leader should hand the shard to, if anyone: the preferred
 /// leader, once that voter has every entry the leader has. Ask only when
-/// [`next_step`] has nothing to do (the configuration is complete).
-pub fn leader_transfer(status: &ShardStatus, last_index: u64) -> Option<u64> {
-    let preferred = preferred_leader(status)?;
+/// [`next_step`] has nothing to do, or the leader itself is gone.
+pub fn leader_transfer(
+    status: &ShardStatus,
+    placement: &Placement,
+    last_index: u64,
+) -> Option<u64> {
+    let preferred = preferred_leader(status, placement)?;
     let caught_up = status
         .progress
         .iter()
@@ -97,59 +125,87 @@ pub fn leader_transfer(status: &ShardStatus, last_index: u64) -> Option<u64> {
 }
 
 /// What comes before growing any group: leaving a joint configuration, then
-/// dropping a learner that is no longer a member.
-fn tidy_step(status: &ShardStatus, placement: &Placement) -> Option<Step> {
+/// dropping a learner that `keep` says no.
+fn tidy_step(status: &ShardStatus, keep: impl Fn(u64) -> bool) -> Option<Step> {
     if !status.voters_outgoing.is_empty() {
         return Some(Step::LeaveJoint);
     }
     status
         .learners
         .iter()
-        .find(|id| !placement.members.contains(id))
-        .map(|&gone| Step::RemoveLearner(gone))
+        .find(|&&id| !keep(id))
+        .map(|&gone| Step::Remove(gone))
+}
+
+/// Replacing, promoting and removing voters (rules 3 and 4).
+fn voter_step(status: &ShardStatus, placement: &Placement) -> Option<Step> {
+    let wanted = placement.wanted();
+    let gone = status
+        .voters
+        .iter()
+        .copied()
+        .find(|&id| !placement.holds(id));
+    let ready = status
+        .learners
+        .iter()
+        .copied()
+        .filter(|&id| placement.holds(id) && caught_up(status, id))
+        .max_by_key(|&id| rank(status.shard, id));
+    if let Some(new) = ready {
+        if let Some(old) = gone {
+            return Some(Step::Replace { new, old });
+        }
+        if status.voters.len() < wanted {
+            return Some(Step::Promote(new));
+        }
+    }
+    let kept = status
+        .voters
+        .iter()
+        .filter(|&&id| placement.holds(id))
+        .count();
+    match gone {
+        Some(old) if kept >= wanted => Some(Step::Remove(old)),
+        _ => None,
+    }
+}
+
+/// Whether the shard lacks placeable voters (a learner is wanted).
+fn short_of_voters(status: &ShardStatus, placement: &Placement) -> bool {
+    let kept = status
+        .voters
+        .iter()
+        .filter(|&&id| placement.holds(id))
+        .count();
+    kept < placement.wanted()
 }
 
 /// The next change for `status` (the leader's view of its shard), if any.
 pub fn next_step(status: &ShardStatus, placement: &Placement) -> Option<Step> {
-    if let Some(step) = tidy_step(status, placement) {
+    if let Some(step) =
+        tidy_step(status, |id| placement.holds(id)).or_else(|| voter_step(status, placement))
+    {
         return Some(step);
     }
-    let wanted = placement.replication_factor.min(placement.members.len());
-    if status.voters.len() >= wanted {
-        return None;
-    }
-    if let Some(&ready) = status.learners.iter().find(|&&id| caught_up(status, id)) {
-        return Some(Step::Promote(ready));
-    }
-    if !status.learners.is_empty() {
+    if !short_of_voters(status, placement) || !status.learners.is_empty() {
         return None;
     }
     placement
         .members
         .iter()
-        .filter(|id| !status.voters.contains(id))
+        .filter(|&&id| placement.holds(id) && !status.voters.contains(&id))
         .max_by_key(|&&id| rank(status.shard, id))
         .map(|&id| Step::AddLearner(id))
 }
 
 /// The next change for the cluster group (`status` is its leader's view):
 /// voters toward `min(replication_factor, members)` as for a shard, and
-/// every other member a learner, so every member applies the metadata.
+/// every other member (a leaving one too, until it is retired) a learner,
+/// so every member applies the metadata.
 pub fn next_group_step(status: &ShardStatus, placement: &Placement) -> Option<Step> {
-    if let Some(step) = tidy_step(status, placement) {
+    let member = |id: u64| placement.members.binary_search(&id).is_ok();
+    if let Some(step) = tidy_step(status, member).or_else(|| voter_step(status, placement)) {
         return Some(step);
-    }
-    let wanted = placement.replication_factor.min(placement.members.len());
-    let best_ready = status
-        .learners
-        .iter()
-        .copied()
-        .filter(|&id| caught_up(status, id))
-        .max_by_key(|&id| rank(status.shard, id));
-    if status.voters.len() < wanted
-        && let Some(ready) = best_ready
-    {
-        return Some(Step::Promote(ready));
     }
     placement
         .members
@@ -181,6 +237,7 @@ mod tests {
         Placement {
             replication_factor: rf,
             members: members.to_vec(),
+            leaving: Vec::new(),
         }
     }
 
@@ -202,23 +259,24 @@ mod tests {
 
     #[test]
     fn leaders_move_to_the_preferred_voter_once_it_has_everything() {
+        let p = placement(3, &[1, 2, 3]);
         let mut s = status(&[1, 2, 3], &[], &[(1, 500), (2, 500), (3, 500)]);
-        let preferred = preferred_leader(&s).unwrap();
+        let preferred = preferred_leader(&s, &p).unwrap();
         s.leader = preferred;
-        assert_eq!(leader_transfer(&s, 500), None, "already there");
+        assert_eq!(leader_transfer(&s, &p, 500), None, "already there");
         s.leader = if preferred == 1 { 2 } else { 1 };
-        assert_eq!(leader_transfer(&s, 500), Some(preferred));
+        assert_eq!(leader_transfer(&s, &p, 500), Some(preferred));
         // Not while it lacks entries.
         s.progress = vec![(1, 500), (2, 500), (3, 500)];
         s.progress.retain(|(id, _)| *id != preferred);
         s.progress.push((preferred, 499));
-        assert_eq!(leader_transfer(&s, 500), None);
+        assert_eq!(leader_transfer(&s, &p, 500), None);
         // Spread: over many shards each member is preferred for some.
         let mut preferred = std::collections::BTreeSet::new();
         for shard in 0..32 {
             let mut s = status(&[1, 2, 3], &[], &[]);
             s.shard = shard;
-            preferred.insert(preferred_leader(&s).unwrap());
+            preferred.insert(preferred_leader(&s, &p).unwrap());
         }
         assert_eq!(preferred.len(), 3);
     }
@@ -230,7 +288,7 @@ mod tests {
         joint.voters_outgoing = vec![1, 2, 4];
         assert_eq!(next_step(&joint, &p), Some(Step::LeaveJoint));
         let stranger = status(&[1, 2], &[9], &[]);
-        assert_eq!(next_step(&stranger, &p), Some(Step::RemoveLearner(9)));
+        assert_eq!(next_step(&stranger, &p), Some(Step::Remove(9)));
     }
 
     #[test]
@@ -254,10 +312,7 @@ mod tests {
 
     #[test]
     fn the_cluster_group_makes_every_member_a_learner_and_promotes_to_the_factor() {
-        let placement = Placement {
-            replication_factor: 3,
-            members: vec![1, 2, 3, 4, 5],
-        };
+        let placement = placement(3, &[1, 2, 3, 4, 5]);
         let step = |voters: &[u64], learners: &[u64], progress: &[(u64, u64)]| {
             next_group_step(&status(voters, learners, progress), &placement)
         };
@@ -268,7 +323,66 @@ mod tests {
             Some(Step::Promote(4))
         );
         assert_eq!(step(&[1, 2, 4], &[3, 5], &[(3, 500), (5, 500)]), None);
-        assert_eq!(step(&[1, 2, 4], &[3, 9], &[]), Some(Step::RemoveLearner(9)));
+        assert_eq!(step(&[1, 2, 4], &[3, 9], &[]), Some(Step::Remove(9)));
         assert_eq!(step(&[1, 2, 4], &[3], &[]), Some(Step::AddLearner(5)));
+    }
+
+    #[test]
+    fn a_gone_voter_is_replaced_by_a_caught_up_learner_in_one_joint_change() {
+        // Node 3 was retired; 4 is the only candidate.
+        let p = placement(3, &[1, 2, 4]);
+        let voters = [1, 2, 3];
+        assert_eq!(
+            next_step(&status(&voters, &[], &[]), &p),
+            Some(Step::AddLearner(4))
+        );
+        let behind = status(&voters, &[4], &[(1, 500), (2, 500), (4, 10)]);
+        assert_eq!(next_step(&behind, &p), None, "never below a majority");
+        let ready = status(&voters, &[4], &[(1, 500), (2, 500), (4, 500)]);
+        assert_eq!(
+            next_step(&ready, &p),
+            Some(Step::Replace { new: 4, old: 3 })
+        );
+        assert_eq!(
+            Step::Replace { new: 4, old: 3 }
+                .change()
+                .get_changes()
+                .len(),
+            2,
+            "both in one joint change"
+        );
+    }
+
+    #[test]
+    fn without_a_spare_member_a_gone_voter_is_only_removed() {
+        // Two members left of three: the shard keeps the two it has.
+        let p = placement(3, &[1, 2]);
+        assert_eq!(
+            next_step(&status(&[1, 2, 3], &[], &[]), &p),
+            Some(Step::Remove(3))
+        );
+        // With only one placeable voter it is not removed (no majority
+        // would be left by our hand): it waits for a member to join.
+        let p = placement(3, &[1, 4]);
+        assert_eq!(
+            next_step(&status(&[1, 2, 3], &[], &[]), &p),
+            Some(Step::AddLearner(4))
+        );
+    }
+
+    #[test]
+    fn a_leaving_member_loses_its_replicas_and_leaderships() {
+        let mut p = placement(3, &[1, 2, 3, 4]);
+        p.leaving = vec![2];
+        let mut s = status(&[1, 2, 3], &[], &[(1, 500), (2, 500), (3, 500)]);
+        assert_eq!(next_step(&s, &p), Some(Step::AddLearner(4)));
+        assert_ne!(preferred_leader(&s, &p), Some(2));
+        s.leader = 2;
+        assert!(leader_transfer(&s, &p, 500).is_some_and(|to| to != 2));
+        // Its learner replicas go at once.
+        let learner = status(&[1, 3, 4], &[2], &[]);
+        assert_eq!(next_step(&learner, &p), Some(Step::Remove(2)));
+        // The cluster group keeps it a learner until it is retired.
+        assert_eq!(next_group_step(&learner, &p), None);
     }
 }

@@ -192,19 +192,20 @@ impl ReadyLoop {
             .iter_mut()
             .filter(|s| s.is_leader() && !s.is_frozen())
         {
-            if let Some(to) = most_caught_up_voter(&shard.status(), me) {
+            if let Some(to) = most_caught_up_voter(&shard.status(), me, |_| true) {
                 shard.raw.transfer_leader(to);
             }
         }
         if let Some(group) = self.cluster.as_mut().filter(|g| g.is_leader())
-            && let Some(to) = most_caught_up_voter(&group.status(), me)
+            && let Some(to) = most_caught_up_voter(&group.status(), me, |_| true)
         {
             group.raw.transfer_leader(to);
         }
     }
 
     /// One membership change per shard this node leads, toward the
-    /// placement, at most every `PLACEMENT_INTERVAL_MS`.
+    /// placement, at most every `PLACEMENT_INTERVAL_MS`; a node that is not
+    /// to hold replicas (it is leaving) hands its leaderships over instead.
     fn drive_placement(&mut self) {
         let Some(placement) = &self.placement else {
             return;
@@ -214,11 +215,16 @@ impl ReadyLoop {
         }
         self.last_placement = Instant::now();
         let me = self.config.node_id;
+        let staying = placement.holds(me);
         if let Some(group) = self.cluster.as_mut().filter(|g| g.is_leader()) {
             let status = group.status();
-            change_membership(&mut group.raw, me, &status, |s| {
-                crate::placement::next_group_step(s, placement)
-            });
+            if !staying {
+                hand_to_placeable(&mut group.raw, &status, placement);
+            } else {
+                change_membership(&mut group.raw, me, &status, |s| {
+                    crate::placement::next_group_step(s, placement)
+                });
+            }
         }
         for shard in self
             .shards
@@ -226,13 +232,17 @@ impl ReadyLoop {
             .filter(|s| s.is_leader() && !s.is_frozen())
         {
             let status = shard.status();
+            if !staying {
+                hand_to_placeable(&mut shard.raw, &status, placement);
+                continue;
+            }
             if change_membership(&mut shard.raw, me, &status, |s| {
                 crate::placement::next_step(s, placement)
             }) {
                 continue;
             }
             let last = shard.raw.raft.raft_log.last_index();
-            let Some(to) = crate::placement::leader_transfer(&status, last) else {
+            let Some(to) = crate::placement::leader_transfer(&status, placement, last) else {
                 continue;
             };
             let retry = Duration::from_millis(TRANSFER_RETRY_MS);
@@ -840,15 +850,36 @@ fn advance_durable(
     )
 }
 
-/// The other voter with the most entries (raft sends it the rest before it
-/// takes over), from a leader's status.
-fn most_caught_up_voter(status: &ShardStatus, me: u64) -> Option<u64> {
+/// The other voter `eligible` allows with the most entries (raft sends it
+/// the rest before it takes over), from a leader's status.
+fn most_caught_up_voter(
+    status: &ShardStatus,
+    me: u64,
+    eligible: impl Fn(u64) -> bool,
+) -> Option<u64> {
     status
         .progress
         .iter()
-        .filter(|&&(id, _)| id != me && status.voters.contains(&id))
+        .filter(|&&(id, _)| id != me && status.voters.contains(&id) && eligible(id))
         .max_by_key(|&&(_, matched)| matched)
         .map(|&(id, _)| id)
+}
+
+/// A leader that is not to hold replicas hands the group to its most
+/// caught-up placeable voter (raft sends it the missing entries first)
+/// before any change removes it.
+fn hand_to_placeable(raw: &mut RawNode<ShardStorage>, status: &ShardStatus, placement: &Placement) {
+    if raw.raft.lead_transferee.is_some() {
+        return;
+    }
+    if let Some(to) = most_caught_up_voter(status, status.leader, |id| placement.holds(id)) {
+        tracing::info!(
+            group = status.shard,
+            to,
+            "placement: a leaving leader hands over"
+        );
+        raw.transfer_leader(to);
+    }
 }
 
 /// One membership change of a group this node leads (a shard, or the

@@ -169,6 +169,7 @@ fn placement_grows_every_shard_to_the_replication_factor() {
     let placement = aerie_replication::placement::Placement {
         replication_factor: 3,
         members: vec![1, 2, 3, 4],
+        leaving: Vec::new(),
     };
     members[0].node().set_placement(placement.clone()).unwrap();
     eventually(WAIT, "every shard at the replication factor", || {
@@ -196,11 +197,42 @@ fn placement_grows_every_shard_to_the_replication_factor() {
     members[0].stop(&net);
     unknown += write(&members, 2, &mut acked);
     members[0].restart(&net);
+    assert_replicas_agree(&members, &acked, unknown);
+    // Member 1 is lost for good (retired): every shard it held is rebuilt
+    // on the other three (a learner, then one joint change that promotes it
+    // and removes member 1), with no step below a majority.
+    members[0].stop(&net);
+    let without = aerie_replication::placement::Placement {
+        members: vec![2, 3, 4],
+        ..placement
+    };
+    for m in &members[1..] {
+        m.node().set_placement(without.clone()).unwrap();
+    }
+    unknown += write(&members, 2, &mut acked);
+    eventually(WAIT, "every shard rebuilt off member 1", || {
+        (0..SHARDS).all(|s| {
+            let status = leader_status(&members, s);
+            sorted_voters(&members, s) == [2, 3, 4]
+                && status.learners.is_empty()
+                && status.voters_outgoing.is_empty()
+        })
+    });
+    unknown += write(&members, 2, &mut acked);
+    assert_replicas_agree(&members, &acked, unknown);
+}
+
+/// Every shard's voters caught up with its leader hold the same data, and
+/// every counter lies between its acknowledged and attempted increments.
+fn assert_replicas_agree(members: &[Member], acked: &[i64], unknown: usize) {
     for shard in 0..SHARDS {
-        let voters = sorted_voters(&members, shard);
-        let holding: Vec<&Member> = members.iter().filter(|m| voters.contains(&m.id)).collect();
+        let voters = sorted_voters(members, shard);
+        let holding: Vec<&Member> = members
+            .iter()
+            .filter(|m| m.node.is_some() && voters.contains(&m.id))
+            .collect();
         eventually(WAIT, "the shard's members to catch up", || {
-            let target = applied(member(&members, leader(&members, shard)).engine(), shard);
+            let target = applied(member(members, leader(members, shard)).engine(), shard);
             holding.iter().all(|m| applied(m.engine(), shard) >= target)
         });
         let first = checksums(holding[0].engine(), shard);

@@ -215,6 +215,7 @@ impl Cluster {
             let placement = Placement {
                 replication_factor: self.replication_factor,
                 members: state.member_ids(),
+                leaving: state.leaving.clone(),
             };
             if let Err(e) = node.set_placement(placement) {
                 tracing::warn!(error = %e, "handing the placement to the shards failed");
