@@ -13,6 +13,10 @@
 //!                  the cluster group's meta file and its state
 //!                  (`cluster.state`: the members and their addresses)
 //!   LOCK           locked (flock) by the node or tool using the directory
+//!   RETIRED        only in a directory whose node the cluster retired: the
+//!                  members' fabric addresses, one per line; the next start
+//!                  empties the directory and joins through them as a new
+//!                  member
 //! ```
 
 use std::io::Write;
@@ -26,6 +30,18 @@ use serde::{Deserialize, Serialize};
 pub const CLUSTER_FILE: &str = "cluster.toml";
 /// File locked by whoever uses the directory.
 pub const LOCK_FILE: &str = "LOCK";
+/// The marker of a directory whose node the cluster retired.
+pub const RETIRED_FILE: &str = "RETIRED";
+/// What a retired directory's next start removes (`cluster.toml` first: a
+/// start cut short then finds no data dir, only the marker).
+const RETIRED_CONTENTS: [&str; 6] = [
+    CLUSTER_FILE,
+    "wal",
+    "wal-archive",
+    "engine",
+    "snapshots",
+    "raft",
+];
 
 /// What every node of a cluster and every snapshot of it agree on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +59,11 @@ pub struct ClusterMeta {
     pub cluster_id: u64,
     /// Number of shards the 4096 partitions are split into.
     pub shards: u32,
+    /// 0 for a node that formed its cluster (or was restored); else the
+    /// random number of the start that joined with this new directory
+    /// (`JoinRequest::incarnation`), which it joins again with.
+    #[serde(default)]
+    pub incarnation: u64,
     /// Namespaces and their settings.
     pub namespaces: Vec<NamespaceConfig>,
 }
@@ -215,6 +236,46 @@ impl DataDir {
     /// Engine settings for this directory's namespaces.
     pub fn engine_config(&self) -> EngineConfig {
         engine_config(&self.root.join("engine"), &self.meta.namespaces)
+    }
+}
+
+/// Marks `root` as retired by its cluster, naming `seeds` to join again
+/// through.
+pub fn mark_retired(root: &Path, seeds: &[std::net::SocketAddr]) -> Result<(), DataDirError> {
+    let text: String = seeds.iter().map(|s| format!("{s}\n")).collect();
+    write_atomically(&root.join(RETIRED_FILE), text.as_bytes())
+}
+
+/// If `root` is marked retired: empties it (all but the marker) and
+/// returns the seeds the marker names; `None` when it is not marked.
+pub fn clear_retired(root: &Path) -> Result<Option<Vec<String>>, DataDirError> {
+    let marker = root.join(RETIRED_FILE);
+    let text = match std::fs::read_to_string(&marker) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&marker)(e)),
+    };
+    for name in RETIRED_CONTENTS {
+        let path = root.join(name);
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&path)(e)),
+            _ => {}
+        }
+    }
+    Ok(Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()))
+}
+
+/// Removes the retired marker once the directory belongs to a new member.
+pub fn forget_retired(root: &Path) -> Result<(), DataDirError> {
+    let marker = root.join(RETIRED_FILE);
+    match std::fs::remove_file(&marker) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&marker)(e)),
+        _ => Ok(()),
     }
 }
 

@@ -173,6 +173,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
         // A restored directory starts a cluster of its own.
         cluster_id: datadir::random_id(),
         shards: map.shards(),
+        incarnation: 0,
         namespaces: first.namespaces.clone(),
     };
     let engine_dir = args.data_dir.join("engine");

@@ -85,6 +85,7 @@ fn meta(cluster: &str) -> ClusterMeta {
         node_id: 1,
         cluster_id: 7,
         shards: 2,
+        incarnation: 0,
         namespaces: vec![NamespaceConfig {
             write_block_size_bytes: 64 << 10,
             ..NamespaceConfig::named("test")

@@ -27,6 +27,18 @@ pub struct MemberInfo {
     pub service_addr: String,
 }
 
+/// A node asking a seed to let it in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinRequest {
+    /// Who it is and where it is reached.
+    pub member: MemberInfo,
+    /// Non-zero when its data dir is new: a random number of this start,
+    /// so that a retried join is told apart from another node (a data dir
+    /// wiped and started with the same forced id) that must not be let in
+    /// under a member's id. Zero for a member asking again.
+    pub incarnation: u64,
+}
+
 /// What a seed tells a joining node: the cluster and its members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberList {
@@ -59,6 +71,10 @@ pub enum ClusterCommand {
     /// The member is being removed by an operator: its replicas and
     /// leaderships move off it, then it is retired.
     Leave(u64),
+    /// A node with a new data dir joins, as start `incarnation` of it: a
+    /// member of that id from another start (or from before incarnations
+    /// were recorded) is refused.
+    JoinNew(MemberInfo, u64),
 }
 
 /// Most retired ids the state keeps (the oldest are forgotten first; a
@@ -82,6 +98,9 @@ pub struct ClusterState {
     /// Retired node ids, oldest first, at most [`MAX_RETIRED`]: refused at
     /// the fabric handshake and at joins, forever.
     pub retired: Vec<u64>,
+    /// (node id, incarnation) of the members that joined with a new data
+    /// dir, sorted by id.
+    pub incarnations: Vec<(u64, u64)>,
 }
 
 /// The state as version 1 of `cluster.state` held it (before leaving and
@@ -115,7 +134,45 @@ impl ClusterState {
             ClusterCommand::Join(ref member) => self.join(index, member),
             ClusterCommand::Retire(id) => Ok(self.retire(index, id)),
             ClusterCommand::Leave(id) => self.leave(index, id),
+            ClusterCommand::JoinNew(ref member, incarnation) => {
+                self.join_new(index, member, incarnation)
+            }
         }
+    }
+
+    /// Why start `incarnation` of a new data dir may not join as node
+    /// `node_id`, if it may not.
+    pub fn refuse_new(&self, node_id: u64, incarnation: u64) -> Option<String> {
+        if self.is_retired(node_id) {
+            return Some(format!("node {node_id} was retired from the cluster"));
+        }
+        let recorded = self.incarnation(node_id);
+        (self.member(node_id).is_some() && recorded != Some(incarnation)).then(|| {
+            format!(
+                "node {node_id} is a member already: a new data dir may not take a member's id"
+            )
+        })
+    }
+
+    fn incarnation(&self, node_id: u64) -> Option<u64> {
+        self.incarnations
+            .binary_search_by_key(&node_id, |&(id, _)| id)
+            .ok()
+            .map(|at| self.incarnations[at].1)
+    }
+
+    fn join_new(&mut self, index: u64, member: &MemberInfo, incarnation: u64) -> Result<bool, String> {
+        if let Some(reason) = self.refuse_new(member.node_id, incarnation) {
+            return Err(reason);
+        }
+        let changed = self.join(index, member)?;
+        if let Err(at) = self
+            .incarnations
+            .binary_search_by_key(&member.node_id, |&(id, _)| id)
+        {
+            self.incarnations.insert(at, (member.node_id, incarnation));
+        }
+        Ok(changed)
     }
 
     fn join(&mut self, index: u64, member: &MemberInfo) -> Result<bool, String> {
@@ -157,6 +214,7 @@ impl ClusterState {
         }
         self.members.retain(|m| m.node_id != id);
         self.leaving.retain(|&l| l != id);
+        self.incarnations.retain(|&(node, _)| node != id);
         if self.retired.len() >= MAX_RETIRED {
             self.retired.remove(0);
         }
@@ -273,6 +331,28 @@ mod tests {
         );
         assert_eq!(state.apply(5, &ClusterCommand::Retire(2)), Ok(false));
         assert_eq!(state.changed_at, 3);
+    }
+
+    #[test]
+    fn a_new_data_dir_may_not_take_a_members_id_but_may_retry_its_join() {
+        let mut state = ClusterState::default();
+        state.apply(1, &ClusterCommand::Join(member(1, 100))).unwrap();
+        assert_eq!(
+            state.apply(2, &ClusterCommand::JoinNew(member(2, 200), 77)),
+            Ok(true)
+        );
+        // The same start asking again (its answer was lost): let in.
+        assert_eq!(
+            state.apply(3, &ClusterCommand::JoinNew(member(2, 200), 77)),
+            Ok(false)
+        );
+        // Another start under the same id (a wiped dir, the id forced),
+        // and a founder's id: refused, and nothing changes.
+        assert!(state.refuse_new(2, 78).is_some());
+        assert!(state.apply(4, &ClusterCommand::JoinNew(member(2, 200), 78)).is_err());
+        assert!(state.refuse_new(1, 5).is_some());
+        assert_eq!(state.refuse_new(3, 5), None);
+        assert_eq!(state.changed_at, 2);
     }
 
     #[test]

@@ -234,9 +234,22 @@ pub enum HandshakeRefusal {
     /// A join this node has no handler for, or whose handler said no.
     #[error("join refused")]
     JoinRefused,
-    /// The other side refused us, with this reason code.
-    #[error("the peer refused us: {0}")]
-    ByPeer(&'static str),
+    /// A node the cluster retired: it may never come back under its id.
+    #[error("node {0} was retired from this cluster")]
+    Retired(u64),
+    /// A member, having proven the cluster secret, says the cluster
+    /// retired this node.
+    #[error("member {0} says this node was retired from the cluster")]
+    RetiredByMember(u64),
+    /// A node with a new data dir claims the id of a member: a member that
+    /// forgot its votes and log could elect a leader lacking committed
+    /// writes.
+    #[error("node id {0} belongs to a member; a new data dir may not reuse it")]
+    IdInUse(u64),
+    /// The other side refused us, with this reason code
+    /// (`fabric::format::refused`).
+    #[error("the peer refused us: {}", crate::fabric::format::refused::name(*.0))]
+    ByPeer(u8),
 }
 
 /// The crate's result.

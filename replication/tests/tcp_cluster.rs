@@ -7,6 +7,7 @@
 
 mod common;
 
+use aerie_replication::fabric::format::refused;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -213,7 +214,7 @@ fn assert_only_startup_refusals(transport: &TcpTransport) {
     assert!(
         refusals.iter().all(|r| matches!(
             r,
-            HandshakeRefusal::UnknownPeer(_) | HandshakeRefusal::ByPeer("unknown peer")
+            HandshakeRefusal::UnknownPeer(_) | HandshakeRefusal::ByPeer(refused::UNKNOWN_PEER)
         )),
         "{refusals:?}"
     );

@@ -160,7 +160,7 @@ fn strangers_are_refused_before_any_of_their_raft_bytes_are_decoded_and_good_pee
         has(&a, |r| *r == HandshakeRefusal::BadMac)
             && has(&a, |r| matches!(r, HandshakeRefusal::Cluster { .. }))
             && has(&a, |r| matches!(r, HandshakeRefusal::Malformed(_)))
-            && has(&a, |r| *r == HandshakeRefusal::ByPeer("wrong node id"))
+            && has(&a, |r| *r == HandshakeRefusal::ByPeer(refused::WRONG_NODE))
             && has(&wrong_secret, |r| *r == HandshakeRefusal::BadMac)
             && has(&impostor, |r| {
                 *r == HandshakeRefusal::WrongNode {

@@ -14,7 +14,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aerie_replication::cluster::{MemberInfo, MemberList};
+use aerie_replication::cluster::{JoinRequest, MemberInfo, MemberList};
 use aerie_replication::fabric::format::{ANY_NODE, kind, lane, refused};
 use aerie_replication::fabric::hello::{Challenge, ClusterId, Hello};
 use aerie_replication::fabric::{FabricConfig, TcpTransport};
@@ -60,15 +60,23 @@ fn list(members: Vec<MemberInfo>) -> MemberList {
     }
 }
 
-/// A handler that records who asked and answers `reply`.
+/// A handler that records who asked and answers `reply` (`None`: refused).
 fn answer_with(seed: &TcpTransport, reply: Option<MemberList>) -> Arc<Mutex<Vec<MemberInfo>>> {
     let asked = Arc::new(Mutex::new(Vec::new()));
     let sink = asked.clone();
-    seed.set_join_handler(Arc::new(move |joiner| {
-        sink.lock().unwrap().push(joiner);
-        reply.clone()
+    seed.set_join_handler(Arc::new(move |joiner: JoinRequest| {
+        sink.lock().unwrap().push(joiner.member);
+        reply.clone().ok_or(HandshakeRefusal::JoinRefused)
     }));
     asked
+}
+
+/// A member asking again (not a new data dir).
+fn again(member: MemberInfo) -> JoinRequest {
+    JoinRequest {
+        member,
+        incarnation: 0,
+    }
 }
 
 /// Every envelope a transport delivered.
@@ -111,7 +119,7 @@ fn a_node_joins_through_a_seed_and_gets_its_list_exactly_without_disturbing_its_
     let reply = list(vec![member(&seed, 1), me.clone()]);
     let asked = answer_with(&seed, Some(reply.clone()));
 
-    let got = joiner.join(seed.local_addr(), me.clone(), JOIN_MS).unwrap();
+    let got = joiner.join(seed.local_addr(), again(me.clone()), JOIN_MS).unwrap();
     assert_eq!(got, reply, "the list round-trips exactly");
     assert_eq!(*asked.lock().unwrap(), vec![me]);
 
@@ -133,7 +141,7 @@ fn a_join_with_the_wrong_secret_is_refused_before_its_join_frame_is_decoded() {
     let seed = start(1, Some(SECRET));
     let asked = answer_with(&seed, Some(list(vec![])));
     let stranger = start(2, Some(WRONG_SECRET));
-    match stranger.join(seed.local_addr(), member(&stranger, 2), JOIN_MS) {
+    match stranger.join(seed.local_addr(), again(member(&stranger, 2)), JOIN_MS) {
         Err(Error::Handshake {
             reason: HandshakeRefusal::BadMac,
             ..
@@ -188,7 +196,7 @@ fn a_seed_without_a_handler_or_whose_handler_says_no_refuses_cleanly() {
         matches!(
             result,
             Err(Error::Handshake {
-                reason: HandshakeRefusal::ByPeer("join refused"),
+                reason: HandshakeRefusal::ByPeer(refused::JOIN_REFUSED),
                 ..
             })
         )
@@ -196,13 +204,13 @@ fn a_seed_without_a_handler_or_whose_handler_says_no_refuses_cleanly() {
     let me = member(&joiner, 2);
     assert!(refused_join(joiner.join(
         seed.local_addr(),
-        me.clone(),
+        again(me.clone()),
         JOIN_MS
     )));
     let asked = answer_with(&seed, None);
     assert!(refused_join(joiner.join(
         seed.local_addr(),
-        me.clone(),
+        again(me.clone()),
         JOIN_MS
     )));
     assert_eq!(*asked.lock().unwrap(), vec![me.clone()]);
@@ -218,7 +226,7 @@ fn a_seed_without_a_handler_or_whose_handler_says_no_refuses_cleanly() {
     let mut someone_else = me;
     someone_else.node_id = 5;
     assert!(matches!(
-        joiner.join(seed.local_addr(), someone_else, JOIN_MS),
+        joiner.join(seed.local_addr(), again(someone_else), JOIN_MS),
         Err(Error::Config(_))
     ));
 }
@@ -229,7 +237,7 @@ fn a_silent_seed_cannot_hold_a_join_past_its_timeout() {
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let joiner = start(2, None);
     let started = Instant::now();
-    let result = joiner.join(silent.local_addr().unwrap(), member(&joiner, 2), 300);
+    let result = joiner.join(silent.local_addr().unwrap(), again(member(&joiner, 2)), 300);
     assert!(
         matches!(result, Err(Error::NetTimeout { .. })),
         "{result:?}"
@@ -266,14 +274,59 @@ fn unknown_but_authenticated_dialers_are_accepted_only_with_accept_unknown_peers
             .contains(&HandshakeRefusal::UnknownPeer(4))
             && refused_dialer
                 .recent_refusals()
-                .contains(&HandshakeRefusal::ByPeer("unknown peer"))
+                .contains(&HandshakeRefusal::ByPeer(refused::UNKNOWN_PEER))
     });
     assert!(!refused_dialer.send(4, 3, raft(4, 3)));
     assert!(matches!(
-        refused_dialer.join(strict.local_addr(), member(&refused_dialer, 4), JOIN_MS),
+        refused_dialer.join(strict.local_addr(), again(member(&refused_dialer, 4)), JOIN_MS),
         Err(Error::Handshake {
-            reason: HandshakeRefusal::ByPeer("unknown peer"),
+            reason: HandshakeRefusal::ByPeer(refused::UNKNOWN_PEER),
             ..
         })
     ));
+}
+
+#[test]
+fn a_retired_node_is_refused_after_both_sides_proved_the_secret_and_believes_it() {
+    let member_node = start(1, Some(SECRET));
+    let retired = start(2, Some(SECRET));
+    let seen = record(&member_node);
+    member_node.set_retired([2].into());
+    retired
+        .set_peers([(1, member_node.local_addr())].into())
+        .unwrap();
+    eventually("the retired node to learn it", || retired.retired_by_a_peer());
+    assert!(
+        retired
+            .recent_refusals()
+            .contains(&HandshakeRefusal::RetiredByMember(1))
+    );
+    assert!(
+        member_node
+            .recent_refusals()
+            .contains(&HandshakeRefusal::Retired(2))
+    );
+    assert!(!retired.send(2, 1, raft(2, 1)));
+    // Its joins are refused too, and nothing of it was delivered.
+    answer_with(&member_node, Some(list(vec![])));
+    assert!(matches!(
+        retired.join(member_node.local_addr(), again(member(&retired, 2)), JOIN_MS),
+        Err(Error::Handshake {
+            reason: HandshakeRefusal::RetiredByMember(1),
+            ..
+        })
+    ));
+    assert!(seen.lock().unwrap().is_empty());
+
+    // A node refused as retired by someone who did not prove the secret
+    // does not believe it.
+    let impostor = start(3, Some(b"another secret of 16+ bytes"));
+    impostor.set_retired([4].into());
+    let other = start(4, Some(SECRET));
+    other.set_peers([(3, impostor.local_addr())].into()).unwrap();
+    eventually("the failed handshake", || {
+        !impostor.recent_refusals().is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!other.retired_by_a_peer());
 }

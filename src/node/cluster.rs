@@ -24,7 +24,10 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use aerie_protocol::info::{self, PartitionBitmap, Peer, PeerAddress};
-use aerie_replication::cluster::{ClusterCommand, ClusterState, MemberInfo, MemberList};
+use aerie_replication::HandshakeRefusal;
+use aerie_replication::cluster::{
+    ClusterCommand, ClusterState, JoinRequest, MemberInfo, MemberList,
+};
 use aerie_replication::fabric::TcpTransport;
 use aerie_replication::group::OnChange;
 use aerie_replication::placement::Placement;
@@ -41,9 +44,17 @@ const JOIN_ATTEMPT_MS: u64 = 2_000;
 
 use super::lock;
 
+/// What the node does once it learns that the cluster retired it (it must
+/// stop: no member will talk to it again).
+pub type OnRetired = Box<dyn Fn(&[SocketAddr]) + Send + Sync>;
+
 /// The cluster state of one node.
 pub struct Cluster {
     me: MemberInfo,
+    /// `ClusterMeta::incarnation`: non-zero for a node that joined with a
+    /// new data dir, which asks again as that start.
+    incarnation: u64,
+    on_retired: OnRetired,
     replication_factor: usize,
     map: ShardMap,
     cluster_id: u64,
@@ -64,14 +75,17 @@ impl Cluster {
     /// The cluster of `start` (its id, name and members until the group's
     /// state has some), as node `me`.
     pub fn new(
-        me: MemberInfo,
+        me: JoinRequest,
         replication_factor: usize,
         map: ShardMap,
         start: MemberList,
         transport: Arc<TcpTransport>,
+        on_retired: OnRetired,
     ) -> Arc<Cluster> {
         Arc::new(Cluster {
-            me,
+            me: me.member,
+            incarnation: me.incarnation,
+            on_retired,
             replication_factor,
             led: Mutex::new(vec![false; map.shards() as usize]),
             map,
@@ -101,7 +115,10 @@ impl Cluster {
         let _ = self.node.set(node);
         let me = Arc::downgrade(self);
         self.transport.set_join_handler(Arc::new(move |joiner| {
-            me.upgrade().map(|cluster| cluster.on_join(joiner))
+            me.upgrade()
+                .map_or(Err(HandshakeRefusal::JoinRefused), |cluster| {
+                    cluster.on_join(joiner)
+                })
         }));
         let state = self.state();
         self.apply(&state);
@@ -132,17 +149,30 @@ impl Cluster {
         members_or(&self.state(), &self.provisional).to_vec()
     }
 
-    /// A node asks to join through this one: its membership is proposed to
-    /// the cluster group, and it is told the members it can reach meanwhile.
-    fn on_join(&self, joiner: MemberInfo) -> MemberList {
-        tracing::info!(node = %info::node_name(joiner.node_id), fabric = %joiner.fabric_addr, service = %joiner.service_addr, "a node asks to join the cluster");
+    /// A node asks to join through this one: refused if its id was
+    /// retired, or (a new data dir) is a member's from another start; else
+    /// its membership is proposed to the cluster group, and it is told the
+    /// members it can reach meanwhile.
+    fn on_join(&self, request: JoinRequest) -> Result<MemberList, HandshakeRefusal> {
+        let joiner = request.member.clone();
+        tracing::info!(node = %info::node_name(joiner.node_id), fabric = %joiner.fabric_addr, service = %joiner.service_addr, new = request.incarnation != 0, "a node asks to join the cluster");
+        let state = self.state();
+        if state.is_retired(joiner.node_id) {
+            return Err(HandshakeRefusal::Retired(joiner.node_id));
+        }
+        if request.incarnation != 0
+            && let Some(reason) = state.refuse_new(joiner.node_id, request.incarnation)
+        {
+            tracing::warn!(node = %info::node_name(joiner.node_id), %reason, "join refused");
+            return Err(HandshakeRefusal::IdInUse(joiner.node_id));
+        }
         if let Some(node) = self.node.get() {
             // A founder not yet in the state it leads writes itself in
             // first: members reach each other by the state's addresses.
             if node.cluster_state().member(self.me.node_id).is_none() {
-                let _ = node.propose_cluster(ClusterCommand::Join(self.me.clone()));
+                let _ = node.propose_cluster(self.join_command());
             }
-            if let Err(e) = node.propose_cluster(ClusterCommand::Join(joiner.clone())) {
+            if let Err(e) = node.propose_cluster(join_command(&request)) {
                 tracing::warn!(error = %e, "proposing a joining node failed; it will ask again");
             }
         }
@@ -150,13 +180,20 @@ impl Cluster {
         members.retain(|m| m.node_id != joiner.node_id);
         members.push(joiner);
         members.sort_by_key(|m| m.node_id);
-        MemberList {
+        Ok(MemberList {
             cluster_id: self.cluster_id,
             cluster_name: self.cluster_name.clone(),
             shards: self.map.shards(),
-            version: self.state().changed_at,
+            version: state.changed_at,
             members,
-        }
+        })
+    }
+
+    fn join_command(&self) -> ClusterCommand {
+        join_command(&JoinRequest {
+            member: self.me.clone(),
+            incarnation: self.incarnation,
+        })
     }
 
     /// Proposes this node's membership if the group's state lacks it (or
@@ -166,10 +203,21 @@ impl Cluster {
         let Some(node) = self.node.get() else {
             return;
         };
-        if node.cluster_state().member(self.me.node_id) == Some(&self.me) {
+        let state = node.cluster_state();
+        if state.is_retired(self.me.node_id) || self.transport.retired_by_a_peer() {
+            let members: Vec<SocketAddr> = self
+                .members()
+                .iter()
+                .filter(|m| m.node_id != self.me.node_id)
+                .map(|m| m.fabric_addr)
+                .collect();
+            (self.on_retired)(&members);
             return;
         }
-        let command = ClusterCommand::Join(self.me.clone());
+        if state.member(self.me.node_id) == Some(&self.me) {
+            return;
+        }
+        let command = self.join_command();
         if node.cluster_group_status().is_some_and(|s| s.leader != 0) {
             let _ = node.propose_cluster(command);
             return;
@@ -179,9 +227,13 @@ impl Cluster {
             .iter()
             .filter(|m| m.node_id != self.me.node_id)
         {
+            let request = JoinRequest {
+                member: self.me.clone(),
+                incarnation: self.incarnation,
+            };
             match self
                 .transport
-                .join(other.fabric_addr, self.me.clone(), JOIN_ATTEMPT_MS)
+                .join(other.fabric_addr, request, JOIN_ATTEMPT_MS)
             {
                 Ok(_) => return,
                 Err(e) => {
@@ -206,6 +258,8 @@ impl Cluster {
         if let Err(e) = self.transport.set_peers(peers) {
             tracing::error!(error = %e, "updating the fabric's peers failed");
         }
+        self.transport
+            .set_retired(state.retired.iter().copied().collect());
         // Placement only from the group's own state (a provisional list may
         // lack members a leader must keep), and only once this node is in
         // it: nobody is added before the founder is.
@@ -343,6 +397,15 @@ impl Cluster {
                 bitmap
             })
             .collect()
+    }
+}
+
+/// The command that adds `request`'s member: a new data dir's start joins
+/// as itself (`JoinNew`), a founder or a member asking again as before.
+fn join_command(request: &JoinRequest) -> ClusterCommand {
+    match request.incarnation {
+        0 => ClusterCommand::Join(request.member.clone()),
+        incarnation => ClusterCommand::JoinNew(request.member.clone(), incarnation),
     }
 }
 

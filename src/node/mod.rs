@@ -83,12 +83,14 @@ fn create_data_dir(
     node_id: u64,
     cluster_id: u64,
     shards: u32,
+    incarnation: u64,
 ) -> Result<DataDir> {
     let meta = ClusterMeta {
         cluster_name: config.node.cluster_name.clone(),
         node_id,
         cluster_id,
         shards,
+        incarnation,
         namespaces: config.namespaces.clone(),
     };
     Ok(DataDir::create(&config.node.data_dir, meta)?)
@@ -157,12 +159,17 @@ pub fn run_with(config: NodeFileConfig, mut hooks: Hooks) -> Result<()> {
     }
     let engine = Arc::new(Engine::open(engine_config)?);
     let transport = formed.transport;
+    let retired = Arc::new(tokio::sync::Notify::new());
     let cluster = cluster::Cluster::new(
-        formed.me,
+        aerie_replication::cluster::JoinRequest {
+            member: formed.me,
+            incarnation: dd.meta().incarnation,
+        },
         config.cluster.replication_factor,
         dd.shard_map(),
         formed.members,
         transport.clone(),
+        on_retired(dd.root(), retired.clone()),
     );
     let parts = NodeParts {
         wal: wal.clone(),
@@ -209,15 +216,50 @@ pub fn run_with(config: NodeFileConfig, mut hooks: Hooks) -> Result<()> {
             path: dd.root().to_path_buf(),
             source: e,
         })?;
-    let served = runtime.block_on(serve_until_signal(&config, &dd, &wal, server, hooks.stop));
+    let stop = Stop {
+        hook: hooks.stop,
+        retired,
+    };
+    let served = runtime.block_on(serve_until_signal(&config, &dd, &wal, server, stop));
     // Requests still running past the grace period end with the runtime.
     runtime.shutdown_timeout(Duration::from_millis(1000));
     drop(stop_watcher);
     let _ = watcher.join();
-    served?;
+    let retired = served?;
     let stopped = shutdown(node, engine, wal);
     transport.stop();
-    stopped
+    stopped?;
+    if retired {
+        return Err(Error::Refused(format!(
+            "the cluster retired node {} (it was replaced or removed): start it again \
+             and it joins as a new member, with an emptied data dir",
+            aerie_protocol::info::node_name(dd.meta().node_id)
+        )));
+    }
+    Ok(())
+}
+
+/// Marks the data dir retired (once) and stops the node.
+fn on_retired(root: &std::path::Path, stop: Arc<tokio::sync::Notify>) -> cluster::OnRetired {
+    let root = root.to_path_buf();
+    let marked = std::sync::atomic::AtomicBool::new(false);
+    Box::new(move |members| {
+        if marked.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        tracing::error!(data_dir = %root.display(), "the cluster retired this node; stopping");
+        if let Err(e) = crate::datadir::mark_retired(&root, members) {
+            tracing::error!(error = %e, "marking the data dir retired failed");
+        }
+        stop.notify_one();
+    })
+}
+
+/// What ends serving: SIGTERM/SIGINT (or a test's hook), or the cluster
+/// retiring this node.
+struct Stop {
+    hook: Option<tokio::sync::oneshot::Receiver<()>>,
+    retired: Arc<tokio::sync::Notify>,
 }
 
 fn start_disk_watcher(
@@ -250,8 +292,8 @@ async fn serve_until_signal(
     dd: &DataDir,
     wal: &Wal,
     server: Arc<Server>,
-    stop_hook: Option<tokio::sync::oneshot::Receiver<()>>,
-) -> Result<()> {
+    stop_on: Stop,
+) -> Result<bool> {
     let address = format!("{}:{}", config.service.address, config.service.port);
     let listener = tokio::net::TcpListener::bind(&address)
         .await
@@ -284,19 +326,29 @@ async fn serve_until_signal(
         idle,
         stopped,
     ));
-    match stop_hook {
-        Some(hook) => {
-            let _ = hook.await;
+    let asked = async {
+        match stop_on.hook {
+            Some(hook) => {
+                let _ = hook.await;
+            }
+            None => wait_for_signal().await,
         }
-        None => wait_for_signal().await,
-    }
+    };
+    let retired = tokio::select! {
+        _ = asked => false,
+        _ = stop_on.retired.notified() => true,
+    };
     // Leaderships first, while requests are still served (proxied to the
-    // new leaders): a rolling restart costs clients no errors.
-    let members = node.status().iter().any(|s| s.voters.len() > 1);
-    let kept =
+    // new leaders): a rolling restart costs clients no errors. (No member
+    // talks to a retired node.)
+    let members = !retired && node.status().iter().any(|s| s.voters.len() > 1);
+    let kept = if retired {
+        Vec::new()
+    } else {
         tokio::task::spawn_blocking(move || node.hand_off(Duration::from_millis(HAND_OFF_MS)))
             .await
-            .unwrap_or_default();
+            .unwrap_or_default()
+    };
     if !kept.is_empty() {
         tracing::warn!(shards = ?kept, "stopping while still leading these shards (no other voter took them in time)");
     }
@@ -314,7 +366,7 @@ async fn serve_until_signal(
             "requests still in flight after the grace period; stopping anyway"
         );
     }
-    Ok(())
+    Ok(retired)
 }
 
 async fn wait_for_signal() {

@@ -20,6 +20,7 @@ use crate::fabric::format::lane;
 use crate::fabric::handshake::{self, Authenticated};
 use crate::fabric::join;
 use crate::fabric::stats::bump;
+use crate::lock;
 
 /// Waits after a failed `accept` (out of descriptors): the error usually
 /// persists for a while and retrying at once would spin.
@@ -57,9 +58,10 @@ async fn serve(
     // proves the secret (or, without one, reaches our loopback listener) may
     // dial us.
     let known = |id| shared.config.accept_unknown_peers || shared.is_peer(id);
+    let retired = |id| lock(&shared.retired).contains(&id);
     let result = match tokio::time::timeout(
         deadline,
-        handshake::accept(&mut conn, &shared.identity, known, deadline),
+        handshake::accept(&mut conn, &shared.identity, known, retired, deadline),
     )
     .await
     {

@@ -11,11 +11,12 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use protobuf::Message as _;
 use raft::prelude::Message;
 
-use crate::cluster::{MAX_MEMBERS, MAX_NAME_BYTES, MemberInfo, MemberList};
+use crate::cluster::{JoinRequest, MAX_MEMBERS, MAX_NAME_BYTES, MemberInfo, MemberList};
 use crate::error::WireError;
 use crate::fabric::format::{
     CHUNK_ERROR, CHUNK_HEADER_BYTES, CHUNK_OK, CHUNK_REQUEST_HEADER_BYTES, FAMILY_V4, FAMILY_V6,
-    MAX_FILE_NAME_BYTES, MAX_MEMBER_BYTES, MEMBERS_HEADER_BYTES, RAFT_HEADER_BYTES, kind, lane,
+    MAX_FILE_NAME_BYTES, MAX_JOIN_BYTES, MAX_MEMBER_BYTES, MEMBERS_HEADER_BYTES,
+    RAFT_HEADER_BYTES, kind, lane,
 };
 use crate::fabric::frame::{FrameBuilder, FrameRef};
 use crate::fabric::handshake::Authenticated;
@@ -121,10 +122,13 @@ pub(crate) fn encode_members(list: &MemberList) -> Result<Vec<u8>, WireError> {
     frame.finish()
 }
 
-/// The `JOIN` frame: the joiner's own entry.
-pub(crate) fn encode_join(me: &MemberInfo) -> Result<Vec<u8>, WireError> {
-    let mut frame = FrameBuilder::new(kind::JOIN, MAX_MEMBER_BYTES);
-    put_member(frame.payload(), me)?;
+/// The `JOIN` frame: the joiner's own entry and its incarnation.
+pub(crate) fn encode_join(request: &JoinRequest) -> Result<Vec<u8>, WireError> {
+    let mut frame = FrameBuilder::new(kind::JOIN, MAX_JOIN_BYTES);
+    put_member(frame.payload(), &request.member)?;
+    frame
+        .payload()
+        .extend_from_slice(&request.incarnation.to_le_bytes());
     frame.finish()
 }
 
@@ -359,15 +363,19 @@ pub(crate) fn decode_members(payload: &[u8]) -> Result<MemberList, WireError> {
     })
 }
 
-/// A `JOIN` payload: exactly one member.
-pub(crate) fn decode_join(payload: &[u8]) -> Result<MemberInfo, WireError> {
+/// A `JOIN` payload: exactly one member, then its incarnation.
+pub(crate) fn decode_join(payload: &[u8]) -> Result<JoinRequest, WireError> {
     let mut fields = Fields {
         what: "JOIN",
         rest: payload,
     };
     let member = fields.member()?;
+    let incarnation = fields.u64()?;
     fields.end()?;
-    Ok(member)
+    Ok(JoinRequest {
+        member,
+        incarnation,
+    })
 }
 
 fn decode_chunk(fields: &mut Fields<'_>) -> Result<Envelope, WireError> {
@@ -510,9 +518,15 @@ mod tests {
             decode(&from(2, lane::RAFT), frame).is_err(),
             "MEMBERS answers a join only: it is not a data frame"
         );
-        let join = encode_join(&list.members[1]).unwrap();
+        let request = JoinRequest {
+            member: list.members[1].clone(),
+            incarnation: 0x0102_0304_0506_0708,
+        };
+        let join = encode_join(&request).unwrap();
         let (frame, _) = frame::decode(&join, 1 << 20).unwrap().unwrap();
-        assert_eq!(decode_join(frame.payload), Ok(list.members[1].clone()));
+        assert_eq!(decode_join(frame.payload), Ok(request));
+        let payload = frame.payload.to_vec();
+        assert!(decode_join(&payload[..payload.len() - 1]).is_err());
         assert!(
             decode(&from(1, lane::RAFT), frame).is_err(),
             "JOIN is not a data frame"
@@ -555,9 +569,14 @@ mod tests {
             fabric_addr: SocketAddrV6::new(Ipv6Addr::LOCALHOST, 1, 0, 0).into(),
             service_addr: "s".repeat(MAX_NAME_BYTES),
         };
-        let join = encode_join(&longest).unwrap();
+        let join = encode_join(&JoinRequest {
+            member: longest,
+            incarnation: 0,
+        })
+        .unwrap();
         let framing = FRAME_HEADER_BYTES + FRAME_TRAILER_BYTES;
-        assert_eq!(join.len() - framing, MAX_MEMBER_BYTES, "the longest member");
+        assert_eq!(join.len() - framing, MAX_JOIN_BYTES, "the longest member");
+        assert_eq!(MAX_JOIN_BYTES, 299);
     }
 
     proptest! {

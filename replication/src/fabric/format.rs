@@ -132,6 +132,10 @@ pub mod refused {
     pub const BUSY: u8 = 8;
     /// The seed has no join handler, or its handler refused the joiner.
     pub const JOIN_REFUSED: u8 = 9;
+    /// The dialer's node id was retired from the cluster (for good).
+    pub const RETIRED: u8 = 10;
+    /// A joiner with a new data dir claims the id of a member.
+    pub const ID_IN_USE: u8 = 11;
 
     /// A name for logs; unknown codes are reported as such.
     pub fn name(code: u8) -> &'static str {
@@ -145,6 +149,8 @@ pub mod refused {
             LANE => "unknown lane",
             BUSY => "busy",
             JOIN_REFUSED => "join refused",
+            RETIRED => "this node id was retired from the cluster",
+            ID_IN_USE => "this node id belongs to a member",
             _ => "unknown reason",
         }
     }
@@ -181,6 +187,9 @@ pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
 /// The largest member: IPv6, a service address of the longest name.
 pub const MAX_MEMBER_BYTES: usize = 8 + 1 + IPV6_ADDR_BYTES + 1 + crate::cluster::MAX_NAME_BYTES;
+/// The `JOIN` payload: a member, then the joiner's incarnation (u64; 0 for
+/// a member asking again, else a random number of a new data dir's start).
+pub const MAX_JOIN_BYTES: usize = MAX_MEMBER_BYTES + 8;
 /// The largest `MEMBERS` payload; a join reply is read with this limit.
 pub const MAX_MEMBERS_BYTES: usize = MEMBERS_HEADER_BYTES
     + crate::cluster::MAX_NAME_BYTES

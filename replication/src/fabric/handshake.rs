@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::error::{Error, HandshakeRefusal, Result, WireError};
 use crate::fabric::config::hex;
 use crate::fabric::conn::Conn;
-use crate::fabric::format::{ANY_NODE, MAX_HANDSHAKE_PAYLOAD_BYTES, kind, lane};
+use crate::fabric::format::{ANY_NODE, MAX_HANDSHAKE_PAYLOAD_BYTES, kind, lane, refused};
 use crate::fabric::hello::{
     self, Challenge, ClusterId, Hello, Nonce, Role, Transcript, decode_refused, decode_response,
 };
@@ -137,7 +137,20 @@ pub(crate) async fn dial(
     }
     let proof = hello::tag(&me.secret, Role::Dialer, &transcript);
     conn.write_frame(kind::RESPONSE, &proof, timeout).await?;
-    let accepted = expect(conn, kind::ACCEPTED, timeout).await?;
+    // The acceptor proved itself a member above: its word that this node
+    // was retired can be acted on.
+    let accepted = match expect(conn, kind::ACCEPTED, timeout).await {
+        Err(Error::Handshake {
+            peer,
+            reason: HandshakeRefusal::ByPeer(refused::RETIRED),
+        }) => {
+            return Err(Error::Handshake {
+                peer,
+                reason: HandshakeRefusal::RetiredByMember(acceptor),
+            });
+        }
+        other => other?,
+    };
     if !accepted.is_empty() {
         let reason = HandshakeRefusal::Malformed(WireError::Malformed {
             what: "ACCEPTED",
@@ -150,11 +163,14 @@ pub(crate) async fn dial(
 
 /// The acceptor's side: the dialer must be of our cluster, have dialed us
 /// (or anyone, on a join connection), be accepted by `known` (the peer book,
-/// or anyone with `accept_unknown_peers`) and prove the secret.
+/// or anyone with `accept_unknown_peers`) and prove the secret. A dialer
+/// `retired` says the cluster retired is refused once both sides have
+/// proven the secret, so that it can believe the refusal.
 pub(crate) async fn accept(
     conn: &mut Conn,
     me: &Identity,
     known: impl Fn(u64) -> bool,
+    retired: impl Fn(u64) -> bool,
     timeout: Duration,
 ) -> Result<Authenticated> {
     let payload = expect(conn, kind::HELLO, timeout).await?;
@@ -189,6 +205,9 @@ pub(crate) async fn accept(
     };
     if !hello::verify(&me.secret, Role::Dialer, &transcript, &proof) {
         return refuse(conn, HandshakeRefusal::BadMac, timeout).await;
+    }
+    if retired(hello.dialer) {
+        return refuse(conn, HandshakeRefusal::Retired(hello.dialer), timeout).await;
     }
     conn.write_frame(kind::ACCEPTED, &[], timeout).await?;
     Ok(Authenticated {

@@ -186,13 +186,15 @@ pub fn refusal_code(refusal: &HandshakeRefusal) -> u8 {
         HandshakeRefusal::Lane(_) => refused::LANE,
         HandshakeRefusal::Busy => refused::BUSY,
         HandshakeRefusal::JoinRefused => refused::JOIN_REFUSED,
+        HandshakeRefusal::Retired(_) | HandshakeRefusal::RetiredByMember(_) => refused::RETIRED,
+        HandshakeRefusal::IdInUse(_) => refused::ID_IN_USE,
     }
 }
 
 /// Decodes a `REFUSED` payload into the refusal it reports.
 pub fn decode_refused(payload: &[u8]) -> HandshakeRefusal {
     match exact::<REFUSED_BYTES>(payload, "REFUSED") {
-        Ok([code]) => HandshakeRefusal::ByPeer(refused::name(code)),
+        Ok([code]) => HandshakeRefusal::ByPeer(code),
         Err(refusal) => refusal,
     }
 }
@@ -312,7 +314,7 @@ mod tests {
         assert!(Challenge::decode(&[0; 71]).is_err());
         assert_eq!(
             decode_refused(&[refused::CLUSTER]),
-            HandshakeRefusal::ByPeer("cluster id")
+            HandshakeRefusal::ByPeer(refused::CLUSTER)
         );
     }
 }

@@ -1,30 +1,32 @@
 //! The one-shot join exchange on its own lane (`lane::JOIN`): a node that
 //! knows only a seed's address dials it without knowing its node id, proves
-//! the cluster secret like any peer, sends `JOIN` (its own member entry) and
-//! reads one `MEMBERS` (the seed's list) or `REFUSED`, then closes. The seed
-//! asks the node layer's handler. A join connection is never registered as a
-//! peer's lane, so it cannot replace one.
+//! the cluster secret like any peer, sends `JOIN` (its own member entry and
+//! whether its data dir is new) and reads one `MEMBERS` (the seed's list)
+//! or `REFUSED` (why), then closes. The seed asks the node layer's handler.
+//! A join connection is never registered as a peer's lane, so it cannot
+//! replace one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::{MemberInfo, MemberList};
+use crate::cluster::{JoinRequest, MemberList};
 use crate::error::{Error, HandshakeRefusal, Result, WireError};
 use crate::fabric::Shared;
 use crate::fabric::conn::{Conn, OwnedFrame, write_all};
 use crate::fabric::dial::{self, ms};
 use crate::fabric::envelope;
-use crate::fabric::format::{MAX_MEMBER_BYTES, MAX_MEMBERS_BYTES, kind, lane, refused};
+use crate::fabric::format::{MAX_JOIN_BYTES, MAX_MEMBERS_BYTES, kind, lane};
 use crate::fabric::handshake::Authenticated;
-use crate::fabric::hello::decode_refused;
+use crate::fabric::hello::{decode_refused, refusal_code};
 use crate::fabric::stats::bump;
 use crate::lock;
 
-/// What a seed answers a joiner with: the member list to send back, or
-/// `None` to refuse it. Called on a blocking thread, within the seed's
-/// `handshake_timeout_ms`.
-pub type JoinHandler = Arc<dyn Fn(MemberInfo) -> Option<MemberList> + Send + Sync>;
+/// What a seed answers a joiner with: the member list to send back, or why
+/// it is refused (`JoinRefused`, `Retired`, `IdInUse`). Called on a
+/// blocking thread, within the seed's `handshake_timeout_ms`.
+pub type JoinHandler =
+    Arc<dyn Fn(JoinRequest) -> std::result::Result<MemberList, HandshakeRefusal> + Send + Sync>;
 
 fn wire(conn: &Conn, source: WireError) -> Error {
     Error::Wire {
@@ -45,7 +47,7 @@ fn closed(conn: &Conn, what: &'static str) -> Error {
 pub(crate) async fn ask(
     shared: &Shared,
     seed: SocketAddr,
-    me: &MemberInfo,
+    me: &JoinRequest,
     timeout: Duration,
 ) -> Result<MemberList> {
     let label = format!("seed {seed}");
@@ -89,26 +91,29 @@ pub(crate) async fn answer(shared: Arc<Shared>, mut conn: Conn, peer: Authentica
 
 async fn exchange(shared: &Arc<Shared>, conn: &mut Conn, peer: Authenticated) -> Result<()> {
     let timeout = ms(shared.config.handshake_timeout_ms);
-    let Some(frame) = conn.read_frame(MAX_MEMBER_BYTES, timeout).await? else {
+    let Some(frame) = conn.read_frame(MAX_JOIN_BYTES, timeout).await? else {
         return Err(closed(conn, "waiting for JOIN"));
     };
     let joiner = decode_joiner(conn, &frame, peer)?;
-    let Some(list) = ask_handler(shared, conn, joiner, timeout).await? else {
-        let _ = conn
-            .write_frame(kind::REFUSED, &[refused::JOIN_REFUSED], timeout)
-            .await;
-        return Err(Error::Handshake {
-            peer: conn.peer.clone(),
-            reason: HandshakeRefusal::JoinRefused,
-        });
+    let list = match ask_handler(shared, conn, joiner, timeout).await? {
+        Ok(list) => list,
+        Err(reason) => {
+            let _ = conn
+                .write_frame(kind::REFUSED, &[refusal_code(&reason)], timeout)
+                .await;
+            return Err(Error::Handshake {
+                peer: conn.peer.clone(),
+                reason,
+            });
+        }
     };
     let reply = envelope::encode_members(&list).map_err(|e| wire(conn, e))?;
     let write_timeout = ms(shared.config.write_timeout_ms);
     write_all(&mut conn.writer, &conn.peer, &[reply], write_timeout).await
 }
 
-/// The `JOIN` frame's member, who must be the authenticated peer.
-fn decode_joiner(conn: &Conn, frame: &OwnedFrame, peer: Authenticated) -> Result<MemberInfo> {
+/// The `JOIN` frame's request, whose member must be the authenticated peer.
+fn decode_joiner(conn: &Conn, frame: &OwnedFrame, peer: Authenticated) -> Result<JoinRequest> {
     if frame.kind != kind::JOIN {
         let unexpected = WireError::Unexpected {
             got: kind::name(frame.kind),
@@ -117,10 +122,10 @@ fn decode_joiner(conn: &Conn, frame: &OwnedFrame, peer: Authenticated) -> Result
         return Err(wire(conn, unexpected));
     }
     let joiner = envelope::decode_join(frame.payload()).map_err(|e| wire(conn, e))?;
-    if joiner.node_id != peer.node_id() {
+    if joiner.member.node_id != peer.node_id() {
         let impersonation = WireError::Impersonation {
             what: "JOIN",
-            claimed: joiner.node_id,
+            claimed: joiner.member.node_id,
             peer: peer.node_id(),
         };
         return Err(wire(conn, impersonation));
@@ -128,24 +133,24 @@ fn decode_joiner(conn: &Conn, frame: &OwnedFrame, peer: Authenticated) -> Result
     Ok(joiner)
 }
 
-/// The handler's answer (`None` without a handler). It runs on a blocking
+/// The handler's answer (refused without a handler). It runs on a blocking
 /// thread, since node code may wait on locks, and under `timeout` so that a
 /// stuck handler cannot hold the connection (or its handshake permit) open.
 async fn ask_handler(
     shared: &Shared,
     conn: &Conn,
-    joiner: MemberInfo,
+    joiner: JoinRequest,
     timeout: Duration,
-) -> Result<Option<MemberList>> {
+) -> Result<std::result::Result<MemberList, HandshakeRefusal>> {
     let Some(handler) = lock(&shared.join_handler).clone() else {
-        return Ok(None);
+        return Ok(Err(HandshakeRefusal::JoinRefused));
     };
     let call = tokio::task::spawn_blocking(move || handler(joiner));
     match tokio::time::timeout(timeout, call).await {
         Ok(Ok(reply)) => Ok(reply),
         Ok(Err(panicked)) => {
             tracing::error!(node = shared.identity.node_id, peer = %conn.peer, error = %panicked, "fabric: the join handler failed; join refused");
-            Ok(None)
+            Ok(Err(HandshakeRefusal::JoinRefused))
         }
         Err(_) => Err(Error::NetTimeout {
             peer: conn.peer.clone(),

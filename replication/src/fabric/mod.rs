@@ -38,7 +38,7 @@ mod join;
 mod queue;
 mod stats;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,7 +52,7 @@ pub use config::{FabricConfig, MIN_BULK_QUEUE_BYTES, MIN_SECRET_BYTES};
 pub use join::JoinHandler;
 pub use stats::FabricStats;
 
-use crate::cluster::{MemberInfo, MemberList};
+use crate::cluster::{JoinRequest, MemberInfo, MemberList};
 use crate::error::{Error, HandshakeRefusal, Result};
 use crate::fabric::format::{ANY_NODE, FRAME_HEADER_BYTES, FRAME_TRAILER_BYTES, lane};
 use crate::fabric::handshake::{Authenticated, Identity};
@@ -93,6 +93,10 @@ pub(crate) struct Shared {
     inbound: Mutex<BTreeMap<(u64, u8), AbortHandle>>,
     deliver: Mutex<Option<Deliver>>,
     join_handler: Mutex<Option<JoinHandler>>,
+    /// Node ids the cluster retired: refused at every handshake.
+    retired: Mutex<BTreeSet<u64>>,
+    /// A peer refused this node as retired.
+    retired_by_peer: AtomicBool,
     counters: Counters,
 }
 
@@ -100,6 +104,7 @@ impl Shared {
     fn is_peer(&self, node_id: u64) -> bool {
         lock(&self.peers).contains_key(&node_id)
     }
+
 
     fn queue(&self, to: u64, lane_id: u8) -> Option<Arc<LaneQueue>> {
         let peers = lock(&self.peers);
@@ -143,6 +148,9 @@ impl Shared {
         let node = self.identity.node_id;
         match error {
             Error::Handshake { reason, .. } => {
+                if let HandshakeRefusal::RetiredByMember(_) = reason {
+                    self.retired_by_peer.store(true, Ordering::SeqCst);
+                }
                 self.counters.refused(reason);
                 tracing::warn!(node, %error, "fabric handshake refused");
             }
@@ -205,6 +213,8 @@ impl TcpTransport {
             inbound: Mutex::new(BTreeMap::new()),
             deliver: Mutex::new(None),
             join_handler: Mutex::new(None),
+            retired: Mutex::new(BTreeSet::new()),
+            retired_by_peer: AtomicBool::new(false),
             counters: Counters::default(),
         });
         runtime.spawn(accept::listen(shared.clone(), listener));
@@ -240,10 +250,11 @@ impl TcpTransport {
     /// proves), sends `me` and returns the seed's member list, all within
     /// `timeout_ms` (and each step within its own deadline). A seed without
     /// a handler, or whose handler says no, answers
-    /// `Error::Handshake { reason: ByPeer("join refused"), .. }`. Blocks the
-    /// calling thread; `me.node_id` must be this node's.
-    pub fn join(&self, seed: SocketAddr, me: MemberInfo, timeout_ms: u64) -> Result<MemberList> {
-        self.check_join(seed, &me)?;
+    /// `Error::Handshake { reason: ByPeer(refused::JOIN_REFUSED), .. }` (or
+    /// `RETIRED`, `ID_IN_USE`: why). Blocks the calling thread;
+    /// `me.member.node_id` must be this node's.
+    pub fn join(&self, seed: SocketAddr, me: JoinRequest, timeout_ms: u64) -> Result<MemberList> {
+        self.check_join(seed, &me.member)?;
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
         let shared = self.shared.clone();
         self.handle.spawn(async move {
@@ -281,6 +292,21 @@ impl TcpTransport {
             return Err(Error::Stopped);
         }
         Ok(())
+    }
+
+    /// Replaces the set of retired node ids (refused at every handshake);
+    /// their connections are closed.
+    pub fn set_retired(&self, retired: BTreeSet<u64>) {
+        for &id in &retired {
+            self.shared.close_inbound(id);
+        }
+        *lock(&self.shared.retired) = retired;
+    }
+
+    /// Whether a member (one that proved the cluster secret) refused this
+    /// node because the cluster retired it.
+    pub fn retired_by_a_peer(&self) -> bool {
+        self.shared.retired_by_peer.load(Ordering::SeqCst)
     }
 
     /// Replaces the peer book: lanes of removed peers, and of peers whose
