@@ -267,7 +267,13 @@ pub fn clear_retired(root: &Path) -> Result<Option<Vec<String>>, DataDirError> {
             _ => {}
         }
     }
-    Ok(Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()))
+    Ok(Some(
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+    ))
 }
 
 /// Removes the retired marker once the directory belongs to a new member.

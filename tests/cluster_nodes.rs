@@ -136,6 +136,15 @@ fn start_cluster(
     dir: &std::path::Path,
     n: usize,
 ) -> (Vec<NodeProcess>, Vec<(u16, u16)>, Vec<String>) {
+    start_cluster_env(dir, n, &[])
+}
+
+/// [`start_cluster`] with extra environment for every node.
+fn start_cluster_env(
+    dir: &std::path::Path,
+    n: usize,
+    env: &[(&str, String)],
+) -> (Vec<NodeProcess>, Vec<(u16, u16)>, Vec<String>) {
     let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
     let seed = ports[0].1;
     let nodes = ports
@@ -143,7 +152,7 @@ fn start_cluster(
         .enumerate()
         .map(|(i, &(port, fabric))| {
             let seeds: &[u16] = if i == 0 { &[] } else { &[seed] };
-            NodeProcess::start_member(&dir.join(format!("d{i}")), port, fabric, seeds)
+            NodeProcess::start_member_env(&dir.join(format!("d{i}")), port, fabric, seeds, env)
         })
         .collect();
     let addresses = ports
@@ -447,4 +456,194 @@ async fn every_node_takes_writes_for_every_shard(client: &Client, addresses: &[S
             );
         }
     }
+}
+
+/// [`start_cluster_env`], waited on until complete with factor 3.
+async fn complete_cluster(
+    dir: &std::path::Path,
+    n: usize,
+    env: &[(&str, String)],
+) -> (Vec<Option<NodeProcess>>, Vec<(u16, u16)>, Vec<String>) {
+    let (started, ports, addresses) = start_cluster_env(dir, n, env);
+    wait_complete(&addresses, 3).await;
+    (started.into_iter().map(Some).collect(), ports, addresses)
+}
+
+/// The names `node` answers on each address.
+async fn names(addresses: &[String]) -> Vec<String> {
+    let mut names = Vec::new();
+    for address in addresses {
+        names.push(info(address, "node").await);
+    }
+    names
+}
+
+/// Waits until every node reports the same applied index, record count
+/// and checksum for every shard (`aerie-checksums`; every node holds every
+/// shard).
+async fn wait_checksums_agree(addresses: &[String]) {
+    eventually("every replica's checksums to agree", || async {
+        let mut answers = Vec::new();
+        for address in addresses {
+            answers.push(info(address, "aerie-checksums").await);
+        }
+        !answers[0].is_empty() && answers.windows(2).all(|w| w[0] == w[1])
+    })
+    .await;
+}
+
+/// Waits until no node names `node` in its cluster status: not a member,
+/// no shard's voter or learner.
+async fn wait_gone(addresses: &[String], node: &str) {
+    eventually("the old member to be gone everywhere", || async {
+        for address in addresses {
+            if info(address, "cluster-status").await.contains(node) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
+/// Waits for the process to exit by itself; its exit code.
+fn wait_exit(node: &mut NodeProcess) -> Option<i32> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node did not exit: {}",
+            node.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_comes_back_as_a_new_member_and_may_not_reuse_its_old_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, ports, addresses) = complete_cluster(dir.path(), 3, &[]).await;
+    let client = Client::new(&ClientPolicy::default(), &addresses[0])
+        .await
+        .unwrap();
+    let (mut acked, mut unknown) = (BTreeMap::new(), 0);
+    increment_all(&client, &mut acked, &mut unknown).await;
+
+    // Node 2's disk is replaced: its data dir is gone.
+    let old_name = info(&addresses[2], "node").await;
+    let data = dir.path().join("d2");
+    nodes[2].take().unwrap().kill();
+    std::fs::remove_dir_all(&data).unwrap();
+    increment_all(&client, &mut acked, &mut unknown).await;
+
+    // Started again with its old id forced: refused, saying why.
+    let old_id = u64::from_str_radix(&old_name, 16).unwrap();
+    let (port, fabric) = ports[2];
+    let seeds = [("AERIE_SEEDS", format!("127.0.0.1:{}", ports[0].1))];
+    let forced = [
+        ("AERIE_FABRIC_PORT", fabric.to_string()),
+        seeds[0].clone(),
+        ("AERIE_NODE_ID", old_id.to_string()),
+    ];
+    let mut refused = NodeProcess::spawn_env(&data, port, None, false, &forced);
+    assert_ne!(wait_exit(&mut refused), Some(0));
+    let log = refused.log_text();
+    assert!(log.contains("belongs to a member"), "{log}");
+    drop(refused);
+
+    // Started plainly: a new identity, the old one retired, every shard
+    // rebuilt to three voters, no acknowledged increment lost.
+    nodes[2] = Some(NodeProcess::start_member(
+        &data,
+        port,
+        fabric,
+        &[ports[0].1],
+    ));
+    wait_gone(&addresses, &old_name).await;
+    wait_complete(&addresses, 3).await;
+    let now = names(&addresses).await;
+    assert_ne!(now[2], old_name);
+    let status = aerie::cluster_cmd::parse(&info(&addresses[0], "cluster-status").await).unwrap();
+    assert!(!status.members.contains(&old_name), "{:?}", status.members);
+    increment_all(&client, &mut acked, &mut unknown).await;
+    check_counters(&client, &acked, unknown).await;
+    let rebuilt = Client::new(&ClientPolicy::default(), &addresses[2])
+        .await
+        .unwrap();
+    check_counters(&rebuilt, &acked, unknown).await;
+    wait_checksums_agree(&addresses).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_replaced_a_new_one_takes_its_share_and_the_old_one_rejoins_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("AERIE_REPLACE_AFTER_MS", "4000".to_string())];
+    let (mut nodes, ports, addresses) = complete_cluster(dir.path(), 4, &env).await;
+    let client = Client::new(&ClientPolicy::default(), &addresses[0])
+        .await
+        .unwrap();
+    let (mut acked, mut unknown) = (BTreeMap::new(), 0);
+    increment_all(&client, &mut acked, &mut unknown).await;
+
+    // Node 3 dies for good: after replace_after_ms it is retired and its
+    // replicas live on the other three.
+    let dead = info(&addresses[3], "node").await;
+    nodes[3].take().unwrap().kill();
+    let live = addresses[..3].to_vec();
+    wait_gone(&live, &dead).await;
+    wait_complete(&live, 3).await;
+    let status = aerie::cluster_cmd::parse(&info(&addresses[0], "cluster-status").await).unwrap();
+    assert!(!status.members.contains(&dead), "{:?}", status.members);
+    increment_all(&client, &mut acked, &mut unknown).await;
+    check_counters(&client, &acked, unknown).await;
+
+    // A fifth node joins: replicas and leaderships spread to it. (Not on
+    // the dead node's ports, which it comes back on: a node joining at a
+    // member's fabric address retires that member.)
+    let taken: Vec<u16> = ports.iter().flat_map(|&(p, f)| [p, f]).collect();
+    let mut fresh = std::iter::repeat_with(free_port).filter(|p| !taken.contains(p));
+    let (port, fabric) = (fresh.next().unwrap(), fresh.next().unwrap());
+    let fifth =
+        NodeProcess::start_member_env(&dir.path().join("d4"), port, fabric, &[ports[0].1], &env);
+    let mut four = live.clone();
+    four.push(fifth.address());
+    eventually("the new node to take its share of replicas", || async {
+        let text = info(&fifth.address(), "replicas").await;
+        let columns = &parse_replicas(&text).unwrap()[0].columns;
+        columns.iter().any(|c| c.0.iter().any(|&b| b != 0))
+    })
+    .await;
+    wait_complete(&four, 3).await;
+
+    // The dead node comes back with its old data: told it was retired, it
+    // stops; started again it joins as a new member.
+    let old = dir.path().join("d3");
+    let (port3, fabric3) = ports[3];
+    let back_env = [
+        ("AERIE_FABRIC_PORT", fabric3.to_string()),
+        ("AERIE_SEEDS", format!("127.0.0.1:{}", ports[0].1)),
+        env[0].clone(),
+    ];
+    let mut back = NodeProcess::spawn_env(&old, port3, None, false, &back_env);
+    assert_ne!(wait_exit(&mut back), Some(0));
+    assert!(old.join("RETIRED").exists(), "{}", back.log_text());
+    drop(back);
+    nodes[3] = Some(NodeProcess::start_member_env(
+        &old,
+        port3,
+        fabric3,
+        &[ports[0].1],
+        &env,
+    ));
+    let mut five = four.clone();
+    five.push(addresses[3].clone());
+    wait_complete(&five, 3).await;
+    assert_ne!(info(&addresses[3], "node").await, dead);
+    assert!(!old.join("RETIRED").exists());
+    increment_all(&client, &mut acked, &mut unknown).await;
+    check_counters(&client, &acked, unknown).await;
+    drop(fifth);
 }

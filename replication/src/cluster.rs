@@ -148,9 +148,7 @@ impl ClusterState {
         }
         let recorded = self.incarnation(node_id);
         (self.member(node_id).is_some() && recorded != Some(incarnation)).then(|| {
-            format!(
-                "node {node_id} is a member already: a new data dir may not take a member's id"
-            )
+            format!("node {node_id} is a member already: a new data dir may not take a member's id")
         })
     }
 
@@ -161,7 +159,12 @@ impl ClusterState {
             .map(|at| self.incarnations[at].1)
     }
 
-    fn join_new(&mut self, index: u64, member: &MemberInfo, incarnation: u64) -> Result<bool, String> {
+    fn join_new(
+        &mut self,
+        index: u64,
+        member: &MemberInfo,
+        incarnation: u64,
+    ) -> Result<bool, String> {
         if let Some(reason) = self.refuse_new(member.node_id, incarnation) {
             return Err(reason);
         }
@@ -336,7 +339,9 @@ mod tests {
     #[test]
     fn a_new_data_dir_may_not_take_a_members_id_but_may_retry_its_join() {
         let mut state = ClusterState::default();
-        state.apply(1, &ClusterCommand::Join(member(1, 100))).unwrap();
+        state
+            .apply(1, &ClusterCommand::Join(member(1, 100)))
+            .unwrap();
         assert_eq!(
             state.apply(2, &ClusterCommand::JoinNew(member(2, 200), 77)),
             Ok(true)
@@ -349,7 +354,11 @@ mod tests {
         // Another start under the same id (a wiped dir, the id forced),
         // and a founder's id: refused, and nothing changes.
         assert!(state.refuse_new(2, 78).is_some());
-        assert!(state.apply(4, &ClusterCommand::JoinNew(member(2, 200), 78)).is_err());
+        assert!(
+            state
+                .apply(4, &ClusterCommand::JoinNew(member(2, 200), 78))
+                .is_err()
+        );
         assert!(state.refuse_new(1, 5).is_some());
         assert_eq!(state.refuse_new(3, 5), None);
         assert_eq!(state.changed_at, 2);

@@ -9,6 +9,7 @@
 //! needed, and the engine's background driver (flushes, checkpoints, expiry,
 //! defrag). All queues between them are bounded.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -282,6 +283,8 @@ impl Node {
             last_published: Instant::now(),
             cluster,
             cluster_status: cluster_status.clone(),
+            heard: HashMap::new(),
+            group_leader_since: None,
         };
         let handle = std::thread::Builder::new()
             .name(format!("raft-loop-{}", config.node_id))

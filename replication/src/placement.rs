@@ -38,6 +38,9 @@ pub struct Placement {
     pub members: Vec<u64>,
     /// Members being removed (their replicas move off), ascending.
     pub leaving: Vec<u64>,
+    /// A member unheard of for this long is retired when the others can
+    /// hold every shard's factor (0 = never): [`dead_to_retire`].
+    pub replace_after_ms: u64,
 }
 
 impl Placement {
@@ -124,6 +127,34 @@ pub fn leader_transfer(
     (preferred != status.leader && caught_up).then_some(preferred)
 }
 
+/// The member to retire as dead, if one is: silent for at least
+/// `replace_after_ms` by `silent_ms` (the cluster group leader's view:
+/// every member answers its heartbeats), while the members heard from
+/// within `live_ms` can hold `min(replication_factor, members)` voters
+/// without it. One at a time: the next is judged once this one is out.
+pub fn dead_to_retire(
+    placement: &Placement,
+    me: u64,
+    silent_ms: impl Fn(u64) -> u64,
+    live_ms: u64,
+) -> Option<u64> {
+    if placement.replace_after_ms == 0 {
+        return None;
+    }
+    let live = placement
+        .members
+        .iter()
+        .filter(|&&id| id == me || silent_ms(id) < live_ms)
+        .count();
+    let wanted = placement.replication_factor.min(placement.members.len());
+    placement
+        .members
+        .iter()
+        .copied()
+        .filter(|&id| id != me && silent_ms(id) >= placement.replace_after_ms)
+        .find(|_| live >= wanted)
+}
+
 /// What comes before growing any group: leaving a joint configuration, then
 /// dropping a learner that `keep` says no.
 fn tidy_step(status: &ShardStatus, keep: impl Fn(u64) -> bool) -> Option<Step> {
@@ -180,14 +211,67 @@ fn short_of_voters(status: &ShardStatus, placement: &Placement) -> bool {
     kept < placement.wanted()
 }
 
-/// The next change for `status` (the leader's view of its shard), if any.
-pub fn next_step(status: &ShardStatus, placement: &Placement) -> Option<Step> {
+/// The voters the shard should end with: the `wanted` best-ranked
+/// placeable members.
+fn ideal_voters(status: &ShardStatus, placement: &Placement) -> Vec<u64> {
+    let mut ranked: Vec<u64> = placement
+        .members
+        .iter()
+        .copied()
+        .filter(|&id| placement.holds(id))
+        .collect();
+    ranked.sort_by_key(|&id| std::cmp::Reverse(rank(status.shard, id)));
+    ranked.truncate(placement.wanted());
+    ranked
+}
+
+/// Rule 6, rebalancing a shard at its factor toward its ideal voters (a
+/// member that joined takes its share): the best-ranked missing member is
+/// added as a learner (only when `may_start_move`: the caller moves one
+/// shard at a time), then replaces the worst-ranked voter outside the
+/// ideal set in one joint change. The leader is never the one replaced:
+/// it hands over first ([`leader_transfer`] prefers the best-ranked voter).
+fn rebalance_step(
+    status: &ShardStatus,
+    placement: &Placement,
+    may_start_move: bool,
+) -> Option<Step> {
+    let ideal = ideal_voters(status, placement);
+    let incoming = ideal
+        .iter()
+        .copied()
+        .find(|id| !status.voters.contains(id))?;
+    let old = status
+        .voters
+        .iter()
+        .copied()
+        .filter(|id| !ideal.contains(id))
+        .min_by_key(|&id| rank(status.shard, id))?;
+    if old == status.leader {
+        return None;
+    }
+    if status.learners.contains(&incoming) {
+        return caught_up(status, incoming).then_some(Step::Replace { new: incoming, old });
+    }
+    (may_start_move && status.learners.is_empty()).then_some(Step::AddLearner(incoming))
+}
+
+/// The next change for `status` (the leader's view of its shard), if any;
+/// `may_start_move` allows a rebalancing move to begin.
+pub fn next_step(
+    status: &ShardStatus,
+    placement: &Placement,
+    may_start_move: bool,
+) -> Option<Step> {
     if let Some(step) =
         tidy_step(status, |id| placement.holds(id)).or_else(|| voter_step(status, placement))
     {
         return Some(step);
     }
-    if !short_of_voters(status, placement) || !status.learners.is_empty() {
+    if !short_of_voters(status, placement) {
+        return rebalance_step(status, placement, may_start_move);
+    }
+    if !status.learners.is_empty() {
         return None;
     }
     placement
@@ -218,6 +302,10 @@ pub fn next_group_step(status: &ShardStatus, placement: &Placement) -> Option<St
 mod tests {
     use super::*;
 
+    fn next_step_for_test(status: &ShardStatus, placement: &Placement) -> Option<Step> {
+        next_step(status, placement, true)
+    }
+
     fn status(voters: &[u64], learners: &[u64], progress: &[(u64, u64)]) -> ShardStatus {
         ShardStatus {
             shard: 3,
@@ -238,23 +326,24 @@ mod tests {
             replication_factor: rf,
             members: members.to_vec(),
             leaving: Vec::new(),
+            replace_after_ms: 0,
         }
     }
 
     #[test]
     fn a_shard_grows_to_its_factor_one_caught_up_learner_at_a_time() {
         let p = placement(3, &[1, 2, 3, 4]);
-        let Some(Step::AddLearner(first)) = next_step(&status(&[1], &[], &[]), &p) else {
+        let Some(Step::AddLearner(first)) = next_step_for_test(&status(&[1], &[], &[]), &p) else {
             panic!("a learner should be added");
         };
         assert_ne!(first, 1);
         // Behind: wait. Caught up: promote.
         let behind = status(&[1], &[first], &[(1, 500), (first, 100)]);
-        assert_eq!(next_step(&behind, &p), None);
+        assert_eq!(next_step_for_test(&behind, &p), None);
         let ready = status(&[1], &[first], &[(1, 500), (first, 480)]);
-        assert_eq!(next_step(&ready, &p), Some(Step::Promote(first)));
+        assert_eq!(next_step_for_test(&ready, &p), Some(Step::Promote(first)));
         let full = status(&[1, 2, 3], &[], &[]);
-        assert_eq!(next_step(&full, &p), None);
+        assert_eq!(next_step_for_test(&full, &p), None);
     }
 
     #[test]
@@ -286,15 +375,15 @@ mod tests {
         let p = placement(3, &[1, 2, 3]);
         let mut joint = status(&[1, 2, 3], &[], &[]);
         joint.voters_outgoing = vec![1, 2, 4];
-        assert_eq!(next_step(&joint, &p), Some(Step::LeaveJoint));
+        assert_eq!(next_step_for_test(&joint, &p), Some(Step::LeaveJoint));
         let stranger = status(&[1, 2], &[9], &[]);
-        assert_eq!(next_step(&stranger, &p), Some(Step::Remove(9)));
+        assert_eq!(next_step_for_test(&stranger, &p), Some(Step::Remove(9)));
     }
 
     #[test]
     fn the_factor_is_capped_by_the_members_and_shards_spread() {
         assert_eq!(
-            next_step(&status(&[1, 2], &[], &[]), &placement(3, &[1, 2])),
+            next_step_for_test(&status(&[1, 2], &[], &[]), &placement(3, &[1, 2])),
             None
         );
         let p = placement(3, &[1, 2, 3, 4, 5]);
@@ -302,7 +391,7 @@ mod tests {
         for shard in 0..64 {
             let mut s = status(&[1], &[], &[]);
             s.shard = shard;
-            if let Some(Step::AddLearner(id)) = next_step(&s, &p) {
+            if let Some(Step::AddLearner(id)) = next_step_for_test(&s, &p) {
                 *picked.entry(id).or_insert(0) += 1;
             }
         }
@@ -333,14 +422,18 @@ mod tests {
         let p = placement(3, &[1, 2, 4]);
         let voters = [1, 2, 3];
         assert_eq!(
-            next_step(&status(&voters, &[], &[]), &p),
+            next_step_for_test(&status(&voters, &[], &[]), &p),
             Some(Step::AddLearner(4))
         );
         let behind = status(&voters, &[4], &[(1, 500), (2, 500), (4, 10)]);
-        assert_eq!(next_step(&behind, &p), None, "never below a majority");
+        assert_eq!(
+            next_step_for_test(&behind, &p),
+            None,
+            "never below a majority"
+        );
         let ready = status(&voters, &[4], &[(1, 500), (2, 500), (4, 500)]);
         assert_eq!(
-            next_step(&ready, &p),
+            next_step_for_test(&ready, &p),
             Some(Step::Replace { new: 4, old: 3 })
         );
         assert_eq!(
@@ -358,16 +451,62 @@ mod tests {
         // Two members left of three: the shard keeps the two it has.
         let p = placement(3, &[1, 2]);
         assert_eq!(
-            next_step(&status(&[1, 2, 3], &[], &[]), &p),
+            next_step_for_test(&status(&[1, 2, 3], &[], &[]), &p),
             Some(Step::Remove(3))
         );
         // With only one placeable voter it is not removed (no majority
         // would be left by our hand): it waits for a member to join.
         let p = placement(3, &[1, 4]);
         assert_eq!(
-            next_step(&status(&[1, 2, 3], &[], &[]), &p),
+            next_step_for_test(&status(&[1, 2, 3], &[], &[]), &p),
             Some(Step::AddLearner(4))
         );
+    }
+
+    #[test]
+    fn a_member_that_joins_takes_its_share_one_move_at_a_time() {
+        let p = placement(3, &[1, 2, 3, 4]);
+        let mut moved = 0;
+        for shard in 0..32 {
+            let mut s = status(&[1, 2, 3], &[], &[(1, 500), (2, 500), (3, 500), (4, 500)]);
+            s.shard = shard;
+            s.leader = preferred_leader(&s, &p).unwrap();
+            let Some(Step::AddLearner(4)) = next_step(&s, &p, true) else {
+                continue;
+            };
+            moved += 1;
+            assert_eq!(next_step(&s, &p, false), None, "one move at a time");
+            s.learners = vec![4];
+            let Some(Step::Replace { new: 4, old }) = next_step(&s, &p, false) else {
+                panic!("shard {shard}: the caught-up learner should replace a voter");
+            };
+            assert_ne!(old, s.leader);
+            s.voters.retain(|&v| v != old);
+            s.voters.push(4);
+            s.learners.clear();
+            assert_eq!(next_step(&s, &p, true), None, "shard {shard}: settled");
+        }
+        // Three voters of four members: about three shards in four are
+        // the new member's share.
+        assert!((16..=30).contains(&moved), "{moved} of 32 shards moved");
+    }
+
+    #[test]
+    fn a_dead_member_is_retired_only_when_the_rest_can_hold_the_factor() {
+        let mut p = placement(3, &[1, 2, 3, 4]);
+        p.replace_after_ms = 10_000;
+        let silent = |dead: u64, ms: u64| move |id: u64| if id == dead { ms } else { 10 };
+        assert_eq!(dead_to_retire(&p, 1, silent(4, 9_999), 3_000), None);
+        assert_eq!(dead_to_retire(&p, 1, silent(4, 10_000), 3_000), Some(4));
+        // Three members, one dead: nobody to rebuild on, the shards stay
+        // degraded.
+        let mut small = placement(3, &[1, 2, 3]);
+        small.replace_after_ms = 10_000;
+        assert_eq!(dead_to_retire(&small, 1, silent(3, 60_000), 3_000), None);
+        // Never this node itself, and never with the setting off.
+        assert_eq!(dead_to_retire(&p, 4, silent(4, 60_000), 3_000), None);
+        p.replace_after_ms = 0;
+        assert_eq!(dead_to_retire(&p, 1, silent(4, 60_000), 3_000), None);
     }
 
     #[test]
@@ -375,13 +514,13 @@ mod tests {
         let mut p = placement(3, &[1, 2, 3, 4]);
         p.leaving = vec![2];
         let mut s = status(&[1, 2, 3], &[], &[(1, 500), (2, 500), (3, 500)]);
-        assert_eq!(next_step(&s, &p), Some(Step::AddLearner(4)));
+        assert_eq!(next_step_for_test(&s, &p), Some(Step::AddLearner(4)));
         assert_ne!(preferred_leader(&s, &p), Some(2));
         s.leader = 2;
         assert!(leader_transfer(&s, &p, 500).is_some_and(|to| to != 2));
         // Its learner replicas go at once.
         let learner = status(&[1, 3, 4], &[2], &[]);
-        assert_eq!(next_step(&learner, &p), Some(Step::Remove(2)));
+        assert_eq!(next_step_for_test(&learner, &p), Some(Step::Remove(2)));
         // The cluster group keeps it a learner until it is retired.
         assert_eq!(next_group_step(&learner, &p), None);
     }

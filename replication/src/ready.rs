@@ -9,6 +9,7 @@
 //! failed WAL write (the WAL is then poisoned) leaves the loop answering —
 //! writes refused, reads served where that is still linearizable.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
@@ -50,6 +51,9 @@ const INSTALL_ATTEMPTS: usize = 5;
 const INSTALL_RETRY_MS: u64 = 2_000;
 /// Snapshot chunks queued for one installer.
 const CHUNK_QUEUE: usize = 16;
+/// A member heard from within this long counts as live when the cluster
+/// group leader judges whether a dead member can be replaced.
+const LIVE_WITHIN_MS: u64 = 3_000;
 /// Bytes a log entry carries besides the proposal's data (entry kind and
 /// length prefixes), kept free under the WAL's entry limit.
 const ENTRY_OVERHEAD_BYTES: usize = 64;
@@ -86,6 +90,12 @@ pub(crate) struct ReadyLoop {
     /// in-process test clusters place their shards by hand).
     pub cluster: Option<ClusterGroup>,
     pub cluster_status: Arc<Mutex<Option<ShardStatus>>>,
+    /// When each member's last raft message arrived (or when it became
+    /// one).
+    pub heard: HashMap<u64, Instant>,
+    /// Since when this node leads the cluster group (silence is only
+    /// counted from then: a follower hears from the leader alone).
+    pub group_leader_since: Option<Instant>,
 }
 
 impl ReadyLoop {
@@ -207,15 +217,23 @@ impl ReadyLoop {
     /// placement, at most every `PLACEMENT_INTERVAL_MS`; a node that is not
     /// to hold replicas (it is leaving) hands its leaderships over instead.
     fn drive_placement(&mut self) {
-        let Some(placement) = &self.placement else {
+        // A copy (every PLACEMENT_INTERVAL_MS): the loop's fields change below.
+        let Some(placement) = self.placement.clone() else {
             return;
         };
+        let placement = &placement;
         if self.last_placement.elapsed() < Duration::from_millis(PLACEMENT_INTERVAL_MS) {
             return;
         }
         self.last_placement = Instant::now();
         let me = self.config.node_id;
         let staying = placement.holds(me);
+        let group_leader = self.cluster.as_ref().is_some_and(ClusterGroup::is_leader);
+        if !group_leader {
+            self.group_leader_since = None;
+        } else if staying {
+            self.retire_the_dead(placement);
+        }
         if let Some(group) = self.cluster.as_mut().filter(|g| g.is_leader()) {
             let status = group.status();
             if !staying {
@@ -226,6 +244,11 @@ impl ReadyLoop {
                 });
             }
         }
+        // One rebalancing move at a time among the shards led here.
+        let mut may_start_move = !self.shards.iter().filter(|s| s.is_leader()).any(|s| {
+            let conf = s.raw.raft.prs().conf().to_conf_state();
+            !conf.learners.is_empty() || !conf.voters_outgoing.is_empty()
+        });
         for shard in self
             .shards
             .iter_mut()
@@ -237,7 +260,9 @@ impl ReadyLoop {
                 continue;
             }
             if change_membership(&mut shard.raw, me, &status, |s| {
-                crate::placement::next_step(s, placement)
+                let step = crate::placement::next_step(s, placement, may_start_move);
+                may_start_move &= !matches!(step, Some(crate::placement::Step::AddLearner(_)));
+                step
             }) {
                 continue;
             }
@@ -257,6 +282,41 @@ impl ReadyLoop {
                 shard.last_transfer = Some((to, Instant::now()));
                 shard.raw.transfer_leader(to);
             }
+        }
+    }
+
+    /// A new member counts as just heard from (it cannot have answered a
+    /// leader before it was one); the silence of those gone is forgotten.
+    fn set_placement(&mut self, placement: Placement) {
+        let now = Instant::now();
+        for &id in &placement.members {
+            self.heard.entry(id).or_insert(now);
+        }
+        self.heard.retain(|id, _| placement.members.contains(id));
+        self.placement = Some(placement);
+    }
+
+    /// On the cluster group's leader: proposes to retire a member silent
+    /// for `replace_after_ms`, when the others can hold the shards.
+    fn retire_the_dead(&mut self, placement: &Placement) {
+        let since = *self.group_leader_since.get_or_insert_with(Instant::now);
+        let heard = &self.heard;
+        let silent_ms = |id: u64| {
+            let last = heard.get(&id).map_or(since, |&at| at.max(since));
+            last.elapsed().as_millis() as u64
+        };
+        let me = self.config.node_id;
+        let Some(dead) = crate::placement::dead_to_retire(placement, me, silent_ms, LIVE_WITHIN_MS)
+        else {
+            return;
+        };
+        tracing::warn!(
+            node = dead,
+            silent_ms = silent_ms(dead),
+            "a member is unreachable past replace_after_ms: retiring it, its replicas move to the others"
+        );
+        if let Some(group) = &mut self.cluster {
+            group.propose(&crate::cluster::ClusterCommand::Retire(dead));
         }
     }
 
@@ -343,7 +403,7 @@ impl ReadyLoop {
                 change,
                 reply,
             } => self.propose_membership(shard, change, reply),
-            Input::Placement(placement) => self.placement = Some(placement),
+            Input::Placement(placement) => self.set_placement(placement),
         }
         true
     }
@@ -351,6 +411,9 @@ impl ReadyLoop {
     fn handle_net(&mut self, envelope: Envelope) {
         match envelope {
             Envelope::Raft { shard, message } => {
+                if let Some(heard) = self.heard.get_mut(&message.from) {
+                    *heard = Instant::now();
+                }
                 // A node handing its shards off takes none back.
                 if self.handing_off && message.get_msg_type() == MessageType::MsgTimeoutNow {
                     return;

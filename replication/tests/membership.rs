@@ -170,6 +170,7 @@ fn placement_grows_every_shard_to_the_replication_factor() {
         replication_factor: 3,
         members: vec![1, 2, 3, 4],
         leaving: Vec::new(),
+        replace_after_ms: 0,
     };
     members[0].node().set_placement(placement.clone()).unwrap();
     eventually(WAIT, "every shard at the replication factor", || {

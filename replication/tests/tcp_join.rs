@@ -119,7 +119,9 @@ fn a_node_joins_through_a_seed_and_gets_its_list_exactly_without_disturbing_its_
     let reply = list(vec![member(&seed, 1), me.clone()]);
     let asked = answer_with(&seed, Some(reply.clone()));
 
-    let got = joiner.join(seed.local_addr(), again(me.clone()), JOIN_MS).unwrap();
+    let got = joiner
+        .join(seed.local_addr(), again(me.clone()), JOIN_MS)
+        .unwrap();
     assert_eq!(got, reply, "the list round-trips exactly");
     assert_eq!(*asked.lock().unwrap(), vec![me]);
 
@@ -278,7 +280,11 @@ fn unknown_but_authenticated_dialers_are_accepted_only_with_accept_unknown_peers
     });
     assert!(!refused_dialer.send(4, 3, raft(4, 3)));
     assert!(matches!(
-        refused_dialer.join(strict.local_addr(), again(member(&refused_dialer, 4)), JOIN_MS),
+        refused_dialer.join(
+            strict.local_addr(),
+            again(member(&refused_dialer, 4)),
+            JOIN_MS
+        ),
         Err(Error::Handshake {
             reason: HandshakeRefusal::ByPeer(refused::UNKNOWN_PEER),
             ..
@@ -295,7 +301,9 @@ fn a_retired_node_is_refused_after_both_sides_proved_the_secret_and_believes_it(
     retired
         .set_peers([(1, member_node.local_addr())].into())
         .unwrap();
-    eventually("the retired node to learn it", || retired.retired_by_a_peer());
+    eventually("the retired node to learn it", || {
+        retired.retired_by_a_peer()
+    });
     assert!(
         retired
             .recent_refusals()
@@ -310,7 +318,11 @@ fn a_retired_node_is_refused_after_both_sides_proved_the_secret_and_believes_it(
     // Its joins are refused too, and nothing of it was delivered.
     answer_with(&member_node, Some(list(vec![])));
     assert!(matches!(
-        retired.join(member_node.local_addr(), again(member(&retired, 2)), JOIN_MS),
+        retired.join(
+            member_node.local_addr(),
+            again(member(&retired, 2)),
+            JOIN_MS
+        ),
         Err(Error::Handshake {
             reason: HandshakeRefusal::RetiredByMember(1),
             ..
@@ -323,7 +335,9 @@ fn a_retired_node_is_refused_after_both_sides_proved_the_secret_and_believes_it(
     let impostor = start(3, Some(b"another secret of 16+ bytes"));
     impostor.set_retired([4].into());
     let other = start(4, Some(SECRET));
-    other.set_peers([(3, impostor.local_addr())].into()).unwrap();
+    other
+        .set_peers([(3, impostor.local_addr())].into())
+        .unwrap();
     eventually("the failed handshake", || {
         !impostor.recent_refusals().is_empty()
     });

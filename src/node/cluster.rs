@@ -51,6 +51,7 @@ pub type OnRetired = Box<dyn Fn(&[SocketAddr]) + Send + Sync>;
 /// The cluster state of one node.
 pub struct Cluster {
     me: MemberInfo,
+    replace_after_ms: u64,
     /// `ClusterMeta::incarnation`: non-zero for a node that joined with a
     /// new data dir, which asks again as that start.
     incarnation: u64,
@@ -76,7 +77,7 @@ impl Cluster {
     /// state has some), as node `me`.
     pub fn new(
         me: JoinRequest,
-        replication_factor: usize,
+        (replication_factor, replace_after_ms): (usize, u64),
         map: ShardMap,
         start: MemberList,
         transport: Arc<TcpTransport>,
@@ -84,6 +85,7 @@ impl Cluster {
     ) -> Arc<Cluster> {
         Arc::new(Cluster {
             me: me.member,
+            replace_after_ms,
             incarnation: me.incarnation,
             on_retired,
             replication_factor,
@@ -270,6 +272,7 @@ impl Cluster {
                 replication_factor: self.replication_factor,
                 members: state.member_ids(),
                 leaving: state.leaving.clone(),
+                replace_after_ms: self.replace_after_ms,
             };
             if let Err(e) = node.set_placement(placement) {
                 tracing::warn!(error = %e, "handing the placement to the shards failed");

@@ -10,7 +10,7 @@ use aerie_wal::{FsyncPolicy, IoBackend};
 use serde::{Deserialize, Serialize};
 
 /// Environment variables that override the file.
-pub const ENV_OVERRIDES: [(&str, &str); 12] = [
+pub const ENV_OVERRIDES: [(&str, &str); 13] = [
     ("AERIE_METRICS_PORT", "metrics.port"),
     ("AERIE_DATA_DIR", "node.data_dir"),
     ("AERIE_NODE_ID", "node.node_id"),
@@ -22,6 +22,7 @@ pub const ENV_OVERRIDES: [(&str, &str); 12] = [
     ("AERIE_FABRIC_ADVERTISE", "cluster.fabric_advertise_address"),
     ("AERIE_SEEDS", "cluster.seeds (comma-separated)"),
     ("AERIE_REPLICATION_FACTOR", "cluster.replication_factor"),
+    ("AERIE_REPLACE_AFTER_MS", "cluster.replace_after_ms"),
     ("AERIE_CLUSTER_SECRET_FILE", "cluster.secret_file"),
 ];
 
@@ -119,6 +120,12 @@ pub struct ClusterSection {
     pub seeds: Vec<String>,
     /// Voters per shard wanted (the effective factor is min(this, members)).
     pub replication_factor: usize,
+    /// A member no other node has heard from for this long is retired and
+    /// its replicas rebuilt on the others, if enough members are left to
+    /// hold every shard's factor (else the shards stay degraded until a node
+    /// joins); ms (0 = never). Long enough that a restarting host costs no
+    /// full copy.
+    pub replace_after_ms: u64,
     /// A file holding the shared cluster secret peers authenticate with
     /// (required unless every fabric address is loopback).
     pub secret_file: Option<PathBuf>,
@@ -132,6 +139,7 @@ impl Default for ClusterSection {
             fabric_advertise_address: String::new(),
             seeds: Vec::new(),
             replication_factor: 3,
+            replace_after_ms: 300_000,
             secret_file: None,
         }
     }
@@ -372,6 +380,10 @@ impl NodeFileConfig {
             cluster.replication_factor = v
                 .parse()
                 .map_err(|_| parse("AERIE_REPLICATION_FACTOR", &v))?;
+        }
+        if let Some(v) = var("AERIE_REPLACE_AFTER_MS") {
+            cluster.replace_after_ms =
+                v.parse().map_err(|_| parse("AERIE_REPLACE_AFTER_MS", &v))?;
         }
         if let Some(v) = var("AERIE_CLUSTER_SECRET_FILE") {
             cluster.secret_file = Some(PathBuf::from(v));

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aerie_replication::cluster::{JoinRequest, MemberInfo, MemberList};
-use aerie_replication::{Error as ReplicationError, HandshakeRefusal};
 use aerie_replication::fabric::format::refused;
 use aerie_replication::fabric::{FabricConfig, TcpTransport};
+use aerie_replication::{Error as ReplicationError, HandshakeRefusal};
 use sha2::{Digest as _, Sha256};
 
 use super::config::NodeFileConfig;
@@ -225,7 +225,9 @@ fn join(
                 }
                 Err(e) => {
                     if let Some(why) = refused_for_good(&e, request.member.node_id) {
-                        return Err(Error::Refused(format!("seed {seed} refused this node: {why}")));
+                        return Err(Error::Refused(format!(
+                            "seed {seed} refused this node: {why}"
+                        )));
                     }
                     tracing::warn!(%seed, error = %e, "joining through a seed failed");
                 }

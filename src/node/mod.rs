@@ -165,7 +165,10 @@ pub fn run_with(config: NodeFileConfig, mut hooks: Hooks) -> Result<()> {
             member: formed.me,
             incarnation: dd.meta().incarnation,
         },
-        config.cluster.replication_factor,
+        (
+            config.cluster.replication_factor,
+            config.cluster.replace_after_ms,
+        ),
         dd.shard_map(),
         formed.members,
         transport.clone(),

@@ -55,11 +55,23 @@ impl NodeProcess {
         fabric_port: u16,
         seeds: &[u16],
     ) -> NodeProcess {
+        Self::start_member_env(data_dir, port, fabric_port, seeds, &[])
+    }
+
+    /// [`NodeProcess::start_member`] with extra environment variables.
+    pub fn start_member_env(
+        data_dir: &Path,
+        port: u16,
+        fabric_port: u16,
+        seeds: &[u16],
+        extra: &[(&str, String)],
+    ) -> NodeProcess {
         let seeds: Vec<String> = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let env = [
+        let mut env = vec![
             ("AERIE_FABRIC_PORT", fabric_port.to_string()),
             ("AERIE_SEEDS", seeds.join(",")),
         ];
+        env.extend(extra.iter().cloned());
         Self::start_env(data_dir, port, None, false, &env)
     }
 

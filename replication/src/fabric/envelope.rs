@@ -15,8 +15,8 @@ use crate::cluster::{JoinRequest, MAX_MEMBERS, MAX_NAME_BYTES, MemberInfo, Membe
 use crate::error::WireError;
 use crate::fabric::format::{
     CHUNK_ERROR, CHUNK_HEADER_BYTES, CHUNK_OK, CHUNK_REQUEST_HEADER_BYTES, FAMILY_V4, FAMILY_V6,
-    MAX_FILE_NAME_BYTES, MAX_JOIN_BYTES, MAX_MEMBER_BYTES, MEMBERS_HEADER_BYTES,
-    RAFT_HEADER_BYTES, kind, lane,
+    MAX_FILE_NAME_BYTES, MAX_JOIN_BYTES, MAX_MEMBER_BYTES, MEMBERS_HEADER_BYTES, RAFT_HEADER_BYTES,
+    kind, lane,
 };
 use crate::fabric::frame::{FrameBuilder, FrameRef};
 use crate::fabric::handshake::Authenticated;

@@ -105,7 +105,6 @@ impl Shared {
         lock(&self.peers).contains_key(&node_id)
     }
 
-
     fn queue(&self, to: u64, lane_id: u8) -> Option<Arc<LaneQueue>> {
         let peers = lock(&self.peers);
         let lanes = peers.get(&to)?;
