@@ -1,6 +1,7 @@
 //! The fault harness's short, seeded run (what CI runs): three real nodes,
 //! the register workload through the official client while nodes are
-//! SIGKILLed, SIGSTOPped, partitioned and delayed, then a final heal and a
+//! SIGKILLed, SIGSTOPped, partitioned, delayed and wiped (back as new
+//! members), then a final heal and a
 //! quiet period; the counter and set workloads beside it. Every
 //! key's history must be linearizable, the cluster must recover, and every
 //! shard's replicas must hold the same records. Long runs: the README.
@@ -19,7 +20,13 @@ async fn kills_and_pauses_of_three_nodes_leave_every_register_linearizable() {
             nodes: 3,
             duration_secs: 25,
             quiet_secs: 8,
-            nemeses: vec![Kind::Kill, Kind::Pause, Kind::Partition, Kind::Delay],
+            nemeses: vec![
+                Kind::Kill,
+                Kind::Pause,
+                Kind::Partition,
+                Kind::Delay,
+                Kind::Wipe,
+            ],
             workloads: vec![
                 WorkloadKind::Register,
                 WorkloadKind::Counter,

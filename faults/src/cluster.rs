@@ -68,7 +68,8 @@ impl Cluster {
             names: Vec::new(),
         };
         for i in 0..n {
-            cluster.spawn(i)?;
+            // The first forms the cluster; every later start may join.
+            cluster.spawn(i, i != 0)?;
         }
         cluster.wait_complete(READY_TIMEOUT).await?;
         cluster.name_nodes().await?;
@@ -78,14 +79,32 @@ impl Cluster {
     /// Learns every node's name and tells the proxy its id (the name is
     /// the id in hex).
     async fn name_nodes(&mut self) -> Result<(), String> {
-        for (i, address) in self.addresses().iter().enumerate() {
-            let name = info(address, "node").await?.trim().to_string();
-            let id =
-                u64::from_str_radix(&name, 16).map_err(|e| format!("node name {name:?}: {e}"))?;
-            self.proxy.name(id, i);
-            self.names.push(name);
+        self.names = vec![String::new(); self.nodes.len()];
+        for i in 0..self.nodes.len() {
+            self.name_node(i).await?;
         }
         Ok(())
+    }
+
+    async fn name_node(&mut self, i: usize) -> Result<(), String> {
+        let name = info(&self.addresses()[i], "node").await?.trim().to_string();
+        let id = u64::from_str_radix(&name, 16).map_err(|e| format!("node name {name:?}: {e}"))?;
+        self.proxy.name(id, i);
+        self.names[i] = name;
+        Ok(())
+    }
+
+    /// Learns the new name of node `i` (back from a wipe under a new id),
+    /// asking until it serves, for up to `READY_TIMEOUT`.
+    pub async fn rename(&mut self, i: usize) -> Result<(), String> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match self.name_node(i).await {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// The service addresses, "127.0.0.1:port".
@@ -96,8 +115,19 @@ impl Cluster {
             .collect()
     }
 
-    fn spawn(&mut self, i: usize) -> Result<(), String> {
-        let seed = self.nodes[0].advertised;
+    /// Starts node `i`; `join` gives it every other node as a seed (a node
+    /// with data ignores them; one wiped joins through them).
+    fn spawn(&mut self, i: usize, join: bool) -> Result<(), String> {
+        let seeds: Vec<String> = match join {
+            false => Vec::new(),
+            true => self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, n)| n.advertised.to_string())
+                .collect(),
+        };
         let node = &mut self.nodes[i];
         let log = OpenOptions::new()
             .create(true)
@@ -105,11 +135,6 @@ impl Cluster {
             .open(&node.log)
             .map_err(|e| format!("{}: {e}", node.log.display()))?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
-        let seeds = if i == 0 {
-            String::new()
-        } else {
-            seed.to_string()
-        };
         let child = Command::new(&self.aerie)
             .arg("node")
             .env("AERIE_DATA_DIR", &node.data_dir)
@@ -117,7 +142,7 @@ impl Cluster {
             .env("AERIE_FABRIC_PORT", node.fabric_port.to_string())
             .env("AERIE_FABRIC_ADVERTISE", node.advertised.to_string())
             .env("AERIE_METRICS_PORT", "0")
-            .env("AERIE_SEEDS", seeds)
+            .env("AERIE_SEEDS", seeds.join(","))
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err))
@@ -151,9 +176,21 @@ impl Cluster {
     /// Starts a killed node again on its data dir and ports.
     pub fn restart(&mut self, i: usize) -> Result<(), String> {
         if self.nodes[i].child.is_none() {
-            self.spawn(i)?;
+            self.spawn(i, true)?;
         }
         Ok(())
+    }
+
+    /// SIGKILL, then the data dir deleted: the node's next start joins as
+    /// a new member (and retires its old id).
+    pub fn wipe(&mut self, i: usize) -> Result<(), String> {
+        self.kill(i);
+        match std::fs::remove_dir_all(&self.nodes[i].data_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(format!("{}: {e}", self.nodes[i].data_dir.display()))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// SIGSTOP.

@@ -31,7 +31,8 @@ struct Args {
     /// (SIGSTOP, SIGCONT), partition (through the fault proxy: one node
     /// isolated, a minority split off, or the overlapping ring; links cut
     /// or black-holed), delay (every link of one node held 50–400 ms per
-    /// chunk).
+    /// chunk), wipe (SIGKILL, data dir deleted, started again: it joins as
+    /// a new member and its replicas are rebuilt).
     #[arg(
         long,
         default_value = "kill,pause,partition,delay",

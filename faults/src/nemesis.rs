@@ -28,6 +28,9 @@ pub enum Kind {
     /// Every link to and from the target delayed (50–400 ms per chunk),
     /// then healed.
     Delay,
+    /// SIGKILL and the data dir deleted, then a start that joins as a new
+    /// member (the cluster retires the old id and rebuilds its replicas).
+    Wipe,
 }
 
 /// How a partition splits the nodes.
@@ -51,8 +54,9 @@ impl FromStr for Kind {
             "pause" => Ok(Kind::Pause),
             "partition" => Ok(Kind::Partition),
             "delay" => Ok(Kind::Delay),
+            "wipe" => Ok(Kind::Wipe),
             other => Err(format!(
-                "unknown nemesis {other:?} (known: kill, pause, partition, delay)"
+                "unknown nemesis {other:?} (known: kill, pause, partition, delay, wipe)"
             )),
         }
     }
@@ -206,6 +210,14 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, faults: Vec<Fault>, start: Instan
                 Kind::Pause => c.pause(victim),
                 Kind::Partition => partition(&c, &fault, victim),
                 Kind::Delay => delay(&c, &fault, victim),
+                Kind::Wipe => {
+                    if let Err(e) = c.wipe(victim) {
+                        events.push(Event {
+                            at_ms: now_ms(),
+                            what: format!("wiping node {victim} failed: {e}"),
+                        });
+                    }
+                }
             }
         }
         let what = match (&fault.kind, &fault.split) {
@@ -233,6 +245,13 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, faults: Vec<Fault>, start: Instan
             let mut c = cluster.lock().await;
             match fault.kind {
                 Kind::Kill => c.restart(victim).map(|()| format!("restart node {victim}")),
+                Kind::Wipe => match c.restart(victim) {
+                    Ok(()) => c
+                        .rename(victim)
+                        .await
+                        .map(|()| format!("restart node {victim} empty, as a new member")),
+                    Err(e) => Err(e),
+                },
                 Kind::Pause => {
                     c.resume(victim);
                     Ok(format!("resume node {victim}"))

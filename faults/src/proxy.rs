@@ -43,6 +43,15 @@ pub enum Rule {
     },
 }
 
+/// One end of a proxied connection: the target node, or the dialer by
+/// its node id, resolved to an index each time a rule is looked up (a wiped
+/// node comes back under a new id, named after its first connections).
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Node(usize),
+    Dialer(u64),
+}
+
 #[derive(Default)]
 struct Links {
     /// Node index by node id.
@@ -99,9 +108,16 @@ impl Proxy {
         lock(&self.links).rules.clear();
     }
 
-    fn rule(&self, from: Option<usize>, to: usize) -> Rule {
+    /// The rule of `from → to`; pass while either end is unnamed.
+    fn rule(&self, from: End, to: End) -> Rule {
         let links = lock(&self.links);
-        from.and_then(|from| links.rules.get(&(from, to)).copied())
+        let index = |end: End| match end {
+            End::Node(i) => Some(i),
+            End::Dialer(id) => links.index_of.get(&id).copied(),
+        };
+        index(from)
+            .zip(index(to))
+            .and_then(|pair| links.rules.get(&pair).copied())
             .unwrap_or(Rule::Pass)
     }
 
@@ -114,11 +130,8 @@ impl Proxy {
         }
         let mut id = [0u8; 8];
         id.copy_from_slice(&hello[DIALER_ID_AT..DIALER_ID_AT + 8]);
-        let from = lock(&self.links)
-            .index_of
-            .get(&u64::from_le_bytes(id))
-            .copied();
-        if self.rule(from, to) == Rule::Cut {
+        let from = End::Dialer(u64::from_le_bytes(id));
+        if self.rule(from, End::Node(to)) == Rule::Cut {
             return;
         }
         let Ok(mut outbound) = TcpStream::connect(target).await else {
@@ -131,8 +144,8 @@ impl Proxy {
         }
         let (in_read, in_write) = inbound.into_split();
         let (out_read, out_write) = outbound.into_split();
-        let forward = self.pump(in_read, out_write, from, Some(to));
-        let backward = self.pump(out_read, in_write, Some(to), from);
+        let forward = self.pump(in_read, out_write, from, End::Node(to));
+        let backward = self.pump(out_read, in_write, End::Node(to), from);
         // Either direction ending (or cut) ends the connection.
         tokio::select! {
             () = forward => {}
@@ -146,15 +159,12 @@ impl Proxy {
         &self,
         mut reader: OwnedReadHalf,
         mut writer: OwnedWriteHalf,
-        from: Option<usize>,
-        to: Option<usize>,
+        from: End,
+        to: End,
     ) {
         let mut buf = vec![0u8; 64 << 10];
         loop {
-            let rule = match to {
-                Some(to) => self.rule(from, to),
-                None => Rule::Pass,
-            };
+            let rule = self.rule(from, to);
             if rule == Rule::Cut {
                 return;
             }
