@@ -1,7 +1,11 @@
 //! `aerie cluster status`: the members and, per shard, the leader, voters,
 //! learners, applied and commit index, as one node sees them (its
 //! `cluster-status` info answer), and whether every shard has its full
-//! replication factor.
+//! replication factor. `aerie cluster remove`: a member's replicas and
+//! leaderships moved off (watched on every shard's leader), then the member
+//! retired.
+
+use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 use serde::Serialize;
@@ -20,7 +24,32 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Removes a member online: its replicas and leaderships move to the
+    /// others (one shard at a time), then it is retired (it stops by
+    /// itself, and may come back only as a new member, with an emptied
+    /// data dir). Refused when the shards would be left below a majority
+    /// of their voters.
+    Remove {
+        /// The member's name (as `aerie cluster status` lists it).
+        node: String,
+        /// A node of the cluster to ask.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        host: String,
+        /// Retire it at once, without waiting for its replicas to move off
+        /// (and even below a majority): for a member that is gone for good.
+        #[arg(long)]
+        force: bool,
+        /// How long to wait for the replicas to move off.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
 }
+
+/// How often `remove` looks at the shards again.
+const REMOVE_POLL_MS: u64 = 500;
+/// How long `remove` waits between the last replica moved off and the
+/// retirement: two tends of the official clients' partition maps.
+const CLIENT_TENDS_MS: u64 = 2_000;
 
 /// One raft group's replicas as `cluster-status` reports them.
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -44,6 +73,8 @@ pub struct ShardLine {
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Status {
     pub members: Vec<String>,
+    /// Members being removed (`aerie cluster remove`).
+    pub leaving: Vec<String>,
     pub replication_factor: usize,
     /// The cluster group (its voters placed as a shard's, every other
     /// member a learner).
@@ -65,12 +96,15 @@ fn names(text: &str) -> Vec<String> {
 pub fn parse(answer: &str) -> Result<Status> {
     let bad = |part: &str| Error::Refused(format!("unexpected cluster-status part {part:?}"));
     let mut members = Vec::new();
+    let mut leaving = Vec::new();
     let mut wanted = 1;
     let mut cluster_group = None;
     let mut shards = Vec::new();
     for part in answer.split(';').filter(|p| !p.is_empty()) {
         if let Some(list) = part.strip_prefix("members=") {
             members = names(list);
+        } else if let Some(list) = part.strip_prefix("leaving=") {
+            leaving = names(list);
         } else if let Some(factor) = part.strip_prefix("replication-factor=") {
             wanted = factor.parse().map_err(|_| bad(part))?;
         } else if part.starts_with("group=cluster:") {
@@ -95,6 +129,7 @@ pub fn parse(answer: &str) -> Result<Status> {
         });
     Ok(Status {
         members,
+        leaving,
         replication_factor: wanted,
         cluster_group,
         shards,
@@ -123,6 +158,12 @@ fn print_table(status: &Status) {
         status.members.len(),
         status.members.join(" ")
     );
+    if !status.leaving.is_empty() {
+        println!(
+            "leaving (replicas moving off): {}",
+            status.leaving.join(" ")
+        );
+    }
     println!(
         "{:>5}  {:<17} {:>8} {:>8}  voters / learners",
         "shard", "leader", "applied", "commit"
@@ -132,6 +173,17 @@ fn print_table(status: &Status) {
     }
     for s in &status.shards {
         print_row(&s.shard.to_string(), &s.replicas);
+    }
+    for s in status
+        .shards
+        .iter()
+        .filter(|s| !s.replicas.learners.is_empty())
+    {
+        println!(
+            "moving: shard {} is copying to {} (learner)",
+            s.shard,
+            s.replicas.learners.join(",")
+        );
     }
     match status.complete {
         true => println!(
@@ -160,12 +212,142 @@ fn print_row(name: &str, r: &Replicas) {
     );
 }
 
+/// One info command's answer from `host`; an `ERROR:` answer is an error.
+fn ask_one(host: &str, command: &str) -> Result<String> {
+    let answers = crate::info_cmd::ask(host, &[command])?;
+    let answer: String = answers.into_iter().map(|(_, v)| v).collect();
+    match answer.strip_prefix("ERROR:") {
+        Some(error) => Err(Error::Refused(format!("{host}: {command}: {error}"))),
+        None => Ok(answer),
+    }
+}
+
+/// The members' (name, service address), from `cluster-members`.
+fn members(host: &str) -> Result<Vec<(String, String)>> {
+    Ok(ask_one(host, "cluster-members")?
+        .split(';')
+        .filter_map(|m| m.split_once('='))
+        .map(|(name, address)| (name.to_string(), address.to_string()))
+        .collect())
+}
+
+/// Per shard, its leader's line (from the member that leads it), and the
+/// cluster group's; members that do not answer are skipped.
+fn leader_lines(host: &str) -> Result<(Vec<ShardLine>, Option<Replicas>)> {
+    let mut shards: Vec<ShardLine> = Vec::new();
+    let mut group = None;
+    for (name, address) in members(host)? {
+        let Ok(status) = ask_one(&address, "cluster-status").and_then(|a| parse(&a)) else {
+            continue;
+        };
+        if let Some(g) = status.cluster_group.filter(|g| g.leader == name) {
+            group = Some(g);
+        }
+        for line in status
+            .shards
+            .into_iter()
+            .filter(|s| s.replicas.leader == name)
+        {
+            if !shards.iter().any(|s| s.shard == line.shard) {
+                shards.push(line);
+            }
+        }
+    }
+    Ok((shards, group))
+}
+
+/// How many groups still hold `node` (every shard must have a leader
+/// answering), or `None` while some shard's leader is unknown.
+fn still_holding(host: &str, node: &str, shard_count: usize) -> Result<Option<usize>> {
+    let (shards, group) = leader_lines(host)?;
+    if shards.len() < shard_count {
+        return Ok(None);
+    }
+    let holds = |r: &Replicas| r.voters.iter().chain(&r.learners).any(|n| n == node);
+    let group_votes = group.is_some_and(|g| g.voters.iter().any(|n| n == node));
+    Ok(Some(
+        shards.iter().filter(|s| holds(&s.replicas)).count() + usize::from(group_votes),
+    ))
+}
+
+/// Waits until no group holds `node`, or fails at `deadline`.
+fn wait_drained(host: &str, node: &str, shard_count: usize, deadline: Instant) -> Result<()> {
+    let mut last = None;
+    loop {
+        // A proposal made while the cluster group had no leader is lost:
+        // asked again until the state shows it (it is idempotent).
+        if !parse(&ask_one(host, "cluster-status")?)?
+            .leaving
+            .iter()
+            .any(|l| l == node)
+        {
+            ask_one(host, &format!("cluster-leave:node={node}"))?;
+        }
+        let holding = still_holding(host, node, shard_count)?;
+        if holding == Some(0) {
+            return Ok(());
+        }
+        if let Some(count) = holding.filter(|_| holding != last) {
+            println!("  {count} group(s) still hold a replica of {node}");
+            last = holding;
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Refused(format!(
+                "{node} still holds replicas; it stays leaving \
+                 (run this again to wait more, or with --force to retire it now)"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(REMOVE_POLL_MS));
+    }
+}
+
+fn remove(host: &str, node: &str, force: bool, timeout_secs: u64) -> Result<()> {
+    let status = parse(&ask_one(host, "cluster-status")?)?;
+    if !status.members.iter().any(|m| m == node) {
+        return Err(Error::Refused(format!("{node} is not a member")));
+    }
+    let force_param = if force { ";force=true" } else { "" };
+    ask_one(host, &format!("cluster-leave:node={node}{force_param}"))?;
+    println!("{node} is leaving: moving its replicas and leaderships to the others");
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    if !force {
+        wait_drained(host, node, status.shards.len(), deadline)?;
+        // Clients tend their partition maps every second: after two tends
+        // none sends the node a request any more, and requests still on
+        // their way are served (proxied) while it is a member.
+        std::thread::sleep(Duration::from_millis(CLIENT_TENDS_MS));
+    }
+    loop {
+        ask_one(host, &format!("cluster-retire:node={node}"))?;
+        std::thread::sleep(Duration::from_millis(REMOVE_POLL_MS));
+        if !parse(&ask_one(host, "cluster-status")?)?
+            .members
+            .iter()
+            .any(|m| m == node)
+        {
+            println!("{node} retired: it stops by itself");
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Refused(format!(
+                "{node} was not retired within {timeout_secs} s"
+            )));
+        }
+    }
+}
+
 /// Runs the command.
 pub fn run(command: ClusterCommand) -> Result<()> {
-    let ClusterCommand::Status { host, json } = command;
-    let answers = crate::info_cmd::ask(&host, &["cluster-status"])?;
-    let answer: String = answers.into_iter().map(|(_, v)| v).collect();
-    let status = parse(&answer)?;
+    let (host, json) = match command {
+        ClusterCommand::Status { host, json } => (host, json),
+        ClusterCommand::Remove {
+            node,
+            host,
+            force,
+            timeout_secs,
+        } => return remove(&host, &node, force, timeout_secs),
+    };
+    let status = parse(&ask_one(&host, "cluster-status")?)?;
     if json {
         let text =
             serde_json::to_string_pretty(&status).map_err(|e| Error::Refused(e.to_string()))?;
@@ -182,11 +364,12 @@ mod tests {
 
     #[test]
     fn a_status_answer_parses_and_completeness_is_judged() {
-        let answer = "members=A,B,C;replication-factor=3;\
+        let answer = "members=A,B,C;leaving=C;replication-factor=3;\
                       shard=0:leader=A:voters=A,B,C:learners=-:applied=8:commit=8;\
                       shard=1:leader=-:voters=A,B:learners=C:applied=3:commit=4";
         let status = parse(answer).unwrap();
         assert_eq!(status.members, ["A", "B", "C"]);
+        assert_eq!(status.leaving, ["C"]);
         assert_eq!(status.shards.len(), 2);
         assert_eq!(status.shards[1].replicas.learners, ["C"]);
         assert!(!status.complete);

@@ -369,7 +369,12 @@ async fn sigterm_hands_leaderships_off_and_costs_clients_no_error() {
         errors.is_empty(),
         "client errors across a graceful stop: {errors:?}"
     );
-    for (k, n) in &acked {
+    assert_exact(&client, &acked).await;
+}
+
+/// Every key [`load`] incremented holds exactly its acknowledged count.
+async fn assert_exact(client: &Client, acked: &BTreeMap<i64, i64>) {
+    for (k, n) in acked {
         let record = client
             .get(&ReadPolicy::default(), &as_key!("test", "t", *k), Bins::All)
             .await
@@ -646,4 +651,75 @@ async fn a_dead_node_is_replaced_a_new_one_takes_its_share_and_the_old_one_rejoi
     increment_all(&client, &mut acked, &mut unknown).await;
     check_counters(&client, &acked, unknown).await;
     drop(fifth);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_remove_under_load_keeps_a_majority_and_costs_clients_no_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, _, addresses) = complete_cluster(dir.path(), 4, &[]).await;
+    let client = std::sync::Arc::new(
+        Client::new(&ClientPolicy::default(), &addresses[0])
+            .await
+            .unwrap(),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn(load(client.clone(), stop.clone()));
+    let staying = names(&addresses[..3]).await;
+    let leaving = info(&addresses[3], "node").await;
+    let remove = std::process::Command::new(env!("CARGO_BIN_EXE_aerie"))
+        .args(["cluster", "remove", &leaving, "--host", &addresses[0]])
+        .args(["--timeout-secs", "60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Sampled on the staying members' leaders while it runs: no shard ever
+    // below a majority of three voters.
+    let mut samples = 0;
+    let deadline = Instant::now() + WAIT;
+    let remove = std::sync::Arc::new(std::sync::Mutex::new(remove));
+    while remove.lock().unwrap().try_wait().unwrap().is_none() {
+        for (address, name) in addresses[..3].iter().zip(&staying) {
+            let status = aerie::cluster_cmd::parse(&info(address, "cluster-status").await).unwrap();
+            for s in status.shards.iter().filter(|s| s.replicas.leader == *name) {
+                assert!(
+                    s.replicas.voters.len() >= 2,
+                    "shard {} below a majority: {:?}",
+                    s.shard,
+                    s.replicas
+                );
+            }
+        }
+        samples += 1;
+        assert!(
+            Instant::now() < deadline,
+            "aerie cluster remove did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let remove = std::sync::Arc::into_inner(remove)
+        .unwrap()
+        .into_inner()
+        .unwrap();
+    let output = remove.wait_with_output().unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{printed}");
+    assert!(printed.contains("retired"), "{printed}");
+    assert!(samples > 0);
+    // The removed node stops by itself; the others hold every shard.
+    let mut removed = nodes[3].take().unwrap();
+    assert_ne!(wait_exit(&mut removed), Some(0), "{}", removed.log_text());
+    wait_complete(&addresses[..3], 3).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (acked, errors) = writer.await.unwrap();
+    let log = removed.log_text();
+    let tail: Vec<&str> = log.lines().filter(|l| !l.contains("fabric")).collect();
+    assert!(
+        errors.is_empty(),
+        "client errors across a removal: {errors:?}\n{}",
+        tail.join("\n")
+    );
+    assert!(acked.values().sum::<i64>() > 50, "the load barely ran");
+    assert_exact(&client, &acked).await;
 }

@@ -280,6 +280,66 @@ impl Cluster {
         }
     }
 
+    /// `cluster-leave:node=<name>[;force=true]`: starts removing a member
+    /// (its replicas and leaderships move off; `aerie cluster remove`
+    /// retires it once none is left). Refused, unless forced, when the
+    /// shards would be left with fewer voters than a majority of what they
+    /// have now.
+    pub fn leave(&self, name: &str, force: bool) -> std::result::Result<(), String> {
+        let id = self.member_id(name)?;
+        let state = self.state();
+        if state.leaving.contains(&id) {
+            return Ok(());
+        }
+        let placeable = state.placeable_ids().len();
+        if let Some((after, now)) = below_majority(self.replication_factor, placeable)
+            && !force
+        {
+            return Err(format!(
+                "removing {name} would leave the shards {after} voter(s) of the {now} they have: below a majority (add a node first, or force it)"
+            ));
+        }
+        self.propose(ClusterCommand::Leave(id))
+    }
+
+    /// `cluster-retire:node=<name>`: the member is gone for good (its
+    /// remaining replicas are rebuilt elsewhere; it is refused from now on).
+    pub fn retire(&self, name: &str) -> std::result::Result<(), String> {
+        let id = self.member_id(name)?;
+        self.propose(ClusterCommand::Retire(id))
+    }
+
+    fn member_id(&self, name: &str) -> std::result::Result<u64, String> {
+        let id = u64::from_str_radix(name, 16)
+            .map_err(|_| format!("{name:?} is not a node name (hex, as `node` answers)"))?;
+        if self.state().member(id).is_none() {
+            return Err(format!("{name} is not a member of this cluster"));
+        }
+        Ok(id)
+    }
+
+    fn propose(&self, command: ClusterCommand) -> std::result::Result<(), String> {
+        let node = self.node.get().ok_or("the node is still starting")?;
+        node.propose_cluster(command).map_err(|e| e.to_string())
+    }
+
+    /// Whether this node is a member that should hold replicas (not one
+    /// leaving or retired).
+    pub fn holds_replicas(&self) -> bool {
+        let state = self.state();
+        state.members.is_empty() || state.placeable_ids().contains(&self.me.node_id)
+    }
+
+    /// `cluster-members`: `<name>=<service address>` per member, joined by
+    /// `;`.
+    pub fn members_answer(&self) -> String {
+        self.members()
+            .iter()
+            .map(|m| format!("{}={}", info::node_name(m.node_id), m.service_addr))
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+
     /// Voters per shard the cluster aims at: min(factor, members).
     pub fn effective_replication_factor(&self) -> usize {
         self.replication_factor.min(self.members().len()).max(1)
@@ -349,7 +409,8 @@ impl Cluster {
         self.partition_generation.load(Ordering::SeqCst)
     }
 
-    /// `cluster-status`: the members (`members=<name>,...`), the effective
+    /// `cluster-status`: the members (`members=<name>,...`), those being
+    /// removed (`leaving=<names>`), the effective
     /// replication factor (`replication-factor=N`), the cluster group
     /// (`group=cluster:<replicas>`), then per shard `shard=N:<replicas>`,
     /// joined by `;`, where `<replicas>` is
@@ -359,6 +420,7 @@ impl Cluster {
         let members: Vec<u64> = self.members().iter().map(|m| m.node_id).collect();
         let mut parts = vec![
             format!("members={}", names(&members)),
+            format!("leaving={}", names(&self.state().leaving)),
             format!("replication-factor={}", self.effective_replication_factor()),
         ];
         let node = self.node.get();
@@ -401,6 +463,14 @@ impl Cluster {
             })
             .collect()
     }
+}
+
+/// (voters after, voters now) when one placeable member fewer would leave
+/// the shards below a majority of the voters they have.
+fn below_majority(replication_factor: usize, placeable: usize) -> Option<(usize, usize)> {
+    let now = replication_factor.min(placeable);
+    let after = replication_factor.min(placeable.saturating_sub(1));
+    (after < now / 2 + 1).then_some((after, now))
 }
 
 /// The command that adds `request`'s member: a new data dir's start joins
@@ -479,6 +549,15 @@ mod tests {
             voters_outgoing: Vec::new(),
             progress: Vec::new(),
         }
+    }
+
+    #[test]
+    fn removing_a_member_is_refused_only_below_a_majority() {
+        assert_eq!(below_majority(3, 4), None, "3 voters stay 3");
+        assert_eq!(below_majority(3, 3), None, "3 voters become 2: a majority");
+        assert_eq!(below_majority(3, 2), Some((1, 2)));
+        assert_eq!(below_majority(5, 5), None);
+        assert_eq!(below_majority(1, 1), Some((0, 1)));
     }
 
     #[test]

@@ -297,7 +297,7 @@ impl Server {
         let give_up = deadline.give_up();
         loop {
             match self.read_barrier_once(shard, deadline).await {
-                Err(E::NotLeader { leader: 0, .. }) if !self.node.is_member(shard) => {
+                Err(E::NotLeader { leader: 0, .. }) if !self.holds_replica(shard) => {
                     self.ask_the_others(shard, give_up).await?;
                 }
                 Err(e) if retry_later(&e, give_up).await => continue,
@@ -353,13 +353,20 @@ impl Server {
                 Err(E::NotLeader { leader, .. }) if leader != 0 && leader != self.node_id => {
                     return Err(Refused::LeaderElsewhere(leader));
                 }
-                Err(E::NotLeader { leader: 0, .. }) if !self.node.is_member(shard) => {
+                Err(E::NotLeader { leader: 0, .. }) if !self.holds_replica(shard) => {
                     self.ask_the_others(shard, give_up).await?;
                 }
                 Err(e) if retry_later(&e, give_up).await => continue,
                 Err(e) => return Err(replication_code(&e, queued).into()),
             }
         }
+    }
+
+    /// Whether this node holds a replica of `shard` it can trust to learn
+    /// the leader from: not one of a node being removed or retired, whose
+    /// raft group may have been left without telling it.
+    fn holds_replica(&self, shard: u32) -> bool {
+        self.node.is_member(shard) && self.cluster.holds_replicas()
     }
 
     /// For a shard this node holds no replica of: its leader as the others
@@ -372,6 +379,10 @@ impl Server {
         if pause_before_retry(give_up).await {
             Ok(())
         } else {
+            tracing::debug!(
+                shard,
+                "no node knows a leader before the deadline: unavailable"
+            );
             Err(ResultCode::Unavailable.into())
         }
     }
@@ -430,6 +441,10 @@ impl Server {
         out: &mut Vec<u8>,
     ) -> Result<(), ResultCode> {
         let give_up = deadline.give_up();
+        // Set once the leader this node's raft names refused a proxied
+        // request: its view may be stale (a node being removed is cut off
+        // from its groups), so the others are asked who leads.
+        let mut refused_by = None;
         loop {
             let leader = match self.run_record(req, req.command(), deadline, out).await {
                 Ok(()) => return Ok(()),
@@ -438,9 +453,14 @@ impl Server {
                 Err(Refused::LeaderElsewhere(_)) if conn.from_proxy => {
                     return Err(ResultCode::Unavailable);
                 }
+                Err(Refused::LeaderElsewhere(leader)) if refused_by == Some(leader) => self
+                    .hinted_leader(self.shard_of(&req.digest), give_up)
+                    .await
+                    .unwrap_or(leader),
                 Err(Refused::LeaderElsewhere(leader)) => leader,
             };
             let Some(address) = self.cluster.service_address(leader) else {
+                tracing::debug!(leader, "no service address for the leader: unavailable");
                 return Err(ResultCode::Unavailable);
             };
             match self.proxy.forward(&address, body, give_up).await {
@@ -449,8 +469,11 @@ impl Server {
                     return Ok(());
                 }
                 Relay::InDoubt => return Err(ResultCode::Timeout),
-                Relay::NotRun if pause_before_retry(give_up).await => {}
-                Relay::NotRun => return Err(ResultCode::Unavailable),
+                Relay::NotRun if pause_before_retry(give_up).await => refused_by = Some(leader),
+                Relay::NotRun => {
+                    tracing::debug!(leader, %address, "proxying found no leader before the deadline: unavailable");
+                    return Err(ResultCode::Unavailable);
+                }
             }
         }
     }
@@ -626,12 +649,33 @@ impl Server {
             "features" => "batch-any;batch-index;float;geo;peers;pipelining;pscans;replicas;truncate-namespace".into(),
             "truncate" | "truncate-namespace" => self.truncate(command, conn).await,
             "cluster-status" => self.cluster.status(),
+            "cluster-members" => self.cluster.members_answer(),
+            "cluster-leave" | "cluster-retire" => self.cluster_change(command),
             CHECKSUMS => self.shard_checksums().await,
             "snapshot" => {
                 self.node.request_snapshots();
                 "ok".into()
             }
             _ => info::ERROR_UNRECOGNIZED_COMMAND.into(),
+        }
+    }
+
+    /// `cluster-leave:node=<name>[;force=true]` and
+    /// `cluster-retire:node=<name>`: "ok" once proposed to the cluster
+    /// group (the caller watches `cluster-status` for the change).
+    fn cluster_change(&self, command: &info::InfoCommand<'_>) -> String {
+        let Some(name) = command.param("node") else {
+            return info::format_error(Some(ResultCode::Parameter), "node=<name> is required");
+        };
+        let done = match command.name {
+            "cluster-leave" => self
+                .cluster
+                .leave(name, command.param("force") == Some("true")),
+            _ => self.cluster.retire(name),
+        };
+        match done {
+            Ok(()) => "ok".into(),
+            Err(e) => info::format_error(Some(ResultCode::Parameter), &e),
         }
     }
 

@@ -342,9 +342,10 @@ async fn serve_until_signal(
         _ = stop_on.retired.notified() => true,
     };
     // Leaderships first, while requests are still served (proxied to the
-    // new leaders): a rolling restart costs clients no errors. (No member
-    // talks to a retired node.)
-    let members = !retired && node.status().iter().any(|s| s.voters.len() > 1);
+    // new leaders): a rolling restart costs clients no errors. (A retired
+    // node leads nothing any member follows; it still serves a client tend,
+    // proxying over the service ports.)
+    let members = node.status().iter().any(|s| s.voters.len() > 1);
     let kept = if retired {
         Vec::new()
     } else {

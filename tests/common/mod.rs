@@ -119,7 +119,11 @@ impl NodeProcess {
             .env("AERIE_FABRIC_PORT", "0")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("AERIE_METRICS_PORT", metrics_port.to_string())
-            .env("RUST_LOG", "info")
+            // AERIE_TEST_RUST_LOG=aerie=debug to see more of a failing test.
+            .env(
+                "RUST_LOG",
+                std::env::var("AERIE_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
