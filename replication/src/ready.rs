@@ -234,9 +234,15 @@ impl ReadyLoop {
         } else if staying {
             self.retire_the_dead(placement);
         }
+        // A leader that is not to stay in a group hands it over before any
+        // change: not placeable (leaving), or not among the voters the
+        // configuration goes to (a joint change that replaces it). raft-rs
+        // keeps a leader that removed itself leading, dropping every
+        // proposal, and its heartbeats keep the others from electing.
+        let stays = |status: &ShardStatus| staying && status.voters.contains(&me);
         if let Some(group) = self.cluster.as_mut().filter(|g| g.is_leader()) {
             let status = group.status();
-            if !staying {
+            if !stays(&status) {
                 hand_to_placeable(&mut group.raw, &status, placement);
             } else {
                 change_membership(&mut group.raw, me, &status, |s| {
@@ -255,7 +261,7 @@ impl ReadyLoop {
             .filter(|s| s.is_leader() && !s.is_frozen())
         {
             let status = shard.status();
-            if !staying {
+            if !stays(&status) {
                 hand_to_placeable(&mut shard.raw, &status, placement);
                 continue;
             }
@@ -928,9 +934,9 @@ fn most_caught_up_voter(
         .map(|&(id, _)| id)
 }
 
-/// A leader that is not to hold replicas hands the group to its most
-/// caught-up placeable voter (raft sends it the missing entries first)
-/// before any change removes it.
+/// A leader that is not to stay in a group hands it to its most caught-up
+/// placeable voter of the incoming configuration (raft sends it the
+/// missing entries first) before any change removes it.
 fn hand_to_placeable(raw: &mut RawNode<ShardStorage>, status: &ShardStatus, placement: &Placement) {
     if raw.raft.lead_transferee.is_some() {
         return;
@@ -939,7 +945,7 @@ fn hand_to_placeable(raw: &mut RawNode<ShardStorage>, status: &ShardStatus, plac
         tracing::info!(
             group = status.shard,
             to,
-            "placement: a leaving leader hands over"
+            "placement: a leader that is not to stay hands over"
         );
         raw.transfer_leader(to);
     }
@@ -1026,7 +1032,28 @@ fn fetch_and_install(fetch: &Fetch, engine: &Engine) -> Result<PathBuf> {
 /// from what it has, so raft probes it down to a snapshot. (raft itself takes
 /// such a rejection for a stale message and would wait forever.) Lowering a
 /// match only makes the commit rule more careful.
+///
+/// A vote or pre-vote request from a node outside this node's configuration
+/// is dropped: a member removed from a group without learning it (it was
+/// cut off, or the entry that removed it never reached it) would otherwise
+/// win votes of the members that remain once their leader is gone, lead a
+/// configuration that no longer exists, and stop the group from electing a
+/// real leader. (A voter whose configuration lags a promotion refuses the
+/// new voter until it applies it: that delays an election, never splits
+/// one.)
 fn step(raw: &mut RawNode<ShardStorage>, group: u32, mut message: Message) {
+    let vote = matches!(
+        message.get_msg_type(),
+        MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+    );
+    if vote && raw.raft.prs().get(message.from).is_none() {
+        tracing::debug!(
+            group,
+            from = message.from,
+            "a vote request from outside the configuration dropped"
+        );
+        return;
+    }
     match message.get_msg_type() {
         MessageType::MsgHeartbeat => {
             message.commit = message.commit.min(raw.raft.raft_log.last_index());
