@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# A wiped node rebuilt: three Aerie nodes (RF 3, fsync always) loaded with
+# RECORDS records of 100 bytes; then node 3 is SIGKILLed, its data dir
+# deleted, and it is started again with the seeds. Prints the time from
+# that start to every shard's replica on it being up to date (a voter of
+# every shard under its new id, no learner left, and its applied index at
+# least node 1's commit index read just before), the bytes it received, the transfer
+# rate against this disk's sequential write bandwidth measured in the same
+# run (dd, O_DIRECT), and client throughput and p99 (YCSB B through node 1,
+# which proxies to the leaders: `aerie bench --hosts` needs every node up)
+# for BENCH_SECS before the wipe and during the rebuild.
+#
+#   bash benches/rebuild.sh [records]          (default 1000000)
+set -euo pipefail
+RECORDS=${1:-1000000}
+BENCH_SECS=${BENCH_SECS:-10}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d); echo "work dir: $WORK (kept when KEEP=1)"
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
+cargo build --release --manifest-path "$ROOT/Cargo.toml" --bin aerie >/dev/null
+AERIE="$ROOT/target/release/aerie"
+HOSTS=127.0.0.1:3290,127.0.0.1:3292,127.0.0.1:3294
+
+echo "== disk: sequential write bandwidth (dd, 512 MiB, O_DIRECT)"
+DD=$(dd if=/dev/zero of="$WORK/dd" bs=8M count=64 oflag=direct conv=fdatasync 2>&1 | tail -1)
+rm -f "$WORK/dd"; echo "$DD"
+DD_BYTES_PER_SEC=$(python3 -c "import re,sys; m=re.search(r'([0-9.]+) s, ', sys.argv[1]); print(int(512*2**20/float(m.group(1))))" "$DD")
+
+start_node() { # index, seeds
+  AERIE_DATA_DIR="$WORK/a$1" AERIE_PORT=329$(($1 * 2 - 2)) AERIE_FABRIC_PORT=329$(($1 * 2 - 1)) \
+    AERIE_METRICS_PORT=0 AERIE_SEEDS=$2 "$AERIE" node 2>>"$WORK/a$1.log" &
+  PIDS+=($!)
+}
+complete() {
+  "$AERIE" cluster status --host 127.0.0.1:3290 2>/dev/null | grep -q "every shard has its replication factor (3)"
+}
+start_node 1 ""; sleep 1.5; start_node 2 127.0.0.1:3291; start_node 3 127.0.0.1:3291
+for _ in $(seq 300); do complete && break; sleep 0.2; done
+complete || { echo "the cluster did not form; logs in $WORK"; exit 1; }
+sleep 3  # placement settles leaders on their preferred voters
+
+echo "== loading $RECORDS records of 100 B"
+"$AERIE" bench --hosts $HOSTS --workload insert --keys "$RECORDS" --connections 64 --duration-secs 900 | tail -3
+echo "== YCSB B before the wipe, ${BENCH_SECS} s"
+"$AERIE" bench --host 127.0.0.1:3290 --workload b --keys "$RECORDS" --connections 32 --duration-secs "$BENCH_SECS" | tail -4
+
+OLD=$("$AERIE" info --host 127.0.0.1:3294 node | tail -1)
+kill -9 "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
+rm -rf "$WORK/a3"
+T0=$(date +%s.%N)
+start_node 3 127.0.0.1:3291
+echo "== node 3 ($OLD) wiped and started again; YCSB B during the rebuild, ${BENCH_SECS} s"
+"$AERIE" bench --host 127.0.0.1:3290 --workload b --keys "$RECORDS" --connections 32 --duration-secs "$BENCH_SECS" >"$WORK/during.txt" 2>&1 &
+BENCH=$!
+python3 - "$AERIE" "$T0" "$WORK/a3" "$DD_BYTES_PER_SEC" <<'EOF'
+import subprocess, sys, time, os
+aerie, t0, data, dd = sys.argv[1], float(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+def info(port, name):
+    out = subprocess.run([aerie, "info", "--host", f"127.0.0.1:{port}", name],
+                         capture_output=True, text=True, timeout=5)
+    return out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else ""
+def shards(answer):
+    """shard -> {field: value} of a cluster-status answer."""
+    out = {}
+    for part in answer.split(";"):
+        if part.startswith("shard="):
+            fields = dict(kv.split("=", 1) for kv in part.split(":") if "=" in kv)
+            out[fields["shard"]] = fields
+    return out
+deadline = time.time() + 600
+while time.time() < deadline:
+    try:
+        new = info(3294, "node")
+        # Node 1's view first (the voters; its commit index), then node 3's
+        # applied index, read after: node 3 is up to date once it applied
+        # every shard at least that far, as a voter, with no learner left.
+        seen = shards(info(3290, "cluster-status"))
+        mine = shards(info(3294, "cluster-status"))
+        up = new and seen and all(
+            new in s["voters"].split(",") and s["learners"] == "-"
+            and int(mine.get(k, {}).get("applied", 0)) >= int(s["commit"])
+            for k, s in seen.items())
+        if up:
+            took = time.time() - t0
+            size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(os.path.join(data, "engine")) for f in fs)
+            print(f"rebuilt as {new}: a voter of every shard, applied to its commit index, {took:.2f} s after the start")
+            print(f"engine bytes on the new node: {size / 2**20:.1f} MiB; {size / took / 2**20:.1f} MiB/s over the whole rebuild "
+                  f"= {100 * size / took / dd:.1f} % of the disk's sequential write bandwidth ({dd / 2**20:.0f} MiB/s)")
+            sys.exit(0)
+    except Exception:
+        pass
+    time.sleep(0.05)
+print("not rebuilt within 600 s"); sys.exit(1)
+EOF
+wait $BENCH || true
+tail -4 "$WORK/during.txt"
