@@ -208,6 +208,7 @@ async fn tools_and_an_online_snapshot_restored_on_a_second_node() {
     assert!(page.contains("aerie_wal_syncs_total"), "{page}");
     // A cluster of one: one voter per shard.
     assert!(page.contains("aerie_cluster_members 1"), "{page}");
+    assert!(page.contains("aerie_cluster_retired_members 0"), "{page}");
     assert!(page.contains("aerie_shard_voters{shard=\"0\"} 1"), "{page}");
 
     let client = Client::new(&ClientPolicy::default(), &host).await.unwrap();

@@ -323,6 +323,12 @@ impl Cluster {
         node.propose_cluster(command).map_err(|e| e.to_string())
     }
 
+    /// Members being removed, and ids retired so far (`/metrics`).
+    pub fn leaving_and_retired(&self) -> (usize, usize) {
+        let state = self.state();
+        (state.leaving.len(), state.retired.len())
+    }
+
     /// Whether this node is a member that should hold replicas (not one
     /// leaving or retired).
     pub fn holds_replicas(&self) -> bool {

@@ -241,6 +241,15 @@ pub fn render(server: &Server) -> String {
         "# TYPE aerie_cluster_replication_factor gauge\naerie_cluster_replication_factor {}",
         server.cluster.effective_replication_factor()
     );
+    let (leaving, retired) = server.cluster.leaving_and_retired();
+    let _ = writeln!(
+        out,
+        "# TYPE aerie_cluster_leaving_members gauge\naerie_cluster_leaving_members {leaving}"
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE aerie_cluster_retired_members gauge\naerie_cluster_retired_members {retired}"
+    );
     out
 }
 
