@@ -5,6 +5,7 @@
 //! leaderships moved off (watched on every shard's leader), then the member
 //! retired.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
@@ -41,6 +42,19 @@ pub enum ClusterCommand {
         force: bool,
         /// How long to wait for the replicas to move off.
         #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
+    /// Compares every shard's replicas: each voter's record count and
+    /// checksum at one applied index (asked again while a busy shard's
+    /// replicas are at different indices); a difference is reported with
+    /// the shard, the partitions and the members. Exit status 1 when
+    /// replicas differ or never reached one index.
+    Check {
+        /// A node of the cluster to ask.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        host: String,
+        /// How long to wait for busy shards' replicas to line up.
+        #[arg(long, default_value_t = 30)]
         timeout_secs: u64,
     },
 }
@@ -336,10 +350,138 @@ fn remove(host: &str, node: &str, force: bool, timeout_secs: u64) -> Result<()> 
     }
 }
 
+/// Per member name, per shard ("shard=N"), its `aerie-checksums` part
+/// split into the applied index and the rest (records and checksum).
+type Checksums = BTreeMap<String, BTreeMap<String, (String, String)>>;
+
+fn checksums(host: &str) -> Result<Checksums> {
+    let mut all = Checksums::new();
+    for (name, address) in members(host)? {
+        let Ok(answer) = ask_one(&address, "aerie-checksums") else {
+            continue;
+        };
+        let shards = answer
+            .split(';')
+            .filter_map(|part| {
+                let mut fields = part.splitn(3, ':');
+                let shard = fields.next()?.to_string();
+                let applied = fields.next()?.to_string();
+                Some((shard, (applied, fields.next()?.to_string())))
+            })
+            .collect();
+        all.insert(name, shards);
+    }
+    Ok(all)
+}
+
+/// One shard's replicas: `Some(agree)` once every voter reported it at one
+/// applied index, `None` while they are not.
+fn compare(line: &ShardLine, sums: &Checksums) -> Option<bool> {
+    let key = format!("shard={}", line.shard);
+    let reported: Vec<&(String, String)> = line
+        .replicas
+        .voters
+        .iter()
+        .map(|v| sums.get(v).and_then(|m| m.get(&key)))
+        .collect::<Option<_>>()?;
+    let one_index = reported.windows(2).all(|w| w[0].0 == w[1].0);
+    one_index.then(|| reported.windows(2).all(|w| w[0].1 == w[1].1))
+}
+
+/// The partitions of `shard` whose records differ between its voters.
+fn differing_partitions(host: &str, line: &ShardLine) -> Result<Vec<String>> {
+    let addresses: BTreeMap<String, String> = members(host)?.into_iter().collect();
+    let mut by_partition: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for voter in &line.replicas.voters {
+        let Some(address) = addresses.get(voter) else {
+            continue;
+        };
+        let answer = ask_one(
+            address,
+            &format!("aerie-partition-checksums:shard={}", line.shard),
+        )?;
+        for part in answer.split(';').filter(|p| !p.starts_with("applied=")) {
+            if let Some((partition, sum)) = part.split_once('=') {
+                by_partition
+                    .entry(partition.to_string())
+                    .or_default()
+                    .push(format!("{voter}:{sum}"));
+            }
+        }
+    }
+    Ok(by_partition
+        .into_iter()
+        .filter(|(_, sums)| {
+            let values: Vec<&str> = sums.iter().filter_map(|s| s.split(':').nth(1)).collect();
+            values.windows(2).any(|w| w[0] != w[1])
+        })
+        .map(|(partition, sums)| format!("partition {partition}: {}", sums.join(" ")))
+        .collect())
+}
+
+fn check(host: &str, timeout_secs: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    let (mut agree, mut differ) = (Vec::new(), Vec::new());
+    let total = parse(&ask_one(host, "cluster-status")?)?.shards.len();
+    let mut pending: Vec<ShardLine> = leader_lines(host)?.0;
+    let leaderless = total.saturating_sub(pending.len());
+    while !pending.is_empty() && Instant::now() < deadline {
+        let sums = checksums(host)?;
+        let mut busy = Vec::new();
+        for line in pending {
+            match compare(&line, &sums) {
+                Some(true) => agree.push(line.shard),
+                Some(false) => differ.push(line),
+                None => busy.push(line),
+            }
+        }
+        pending = busy;
+        if !pending.is_empty() {
+            std::thread::sleep(Duration::from_millis(REMOVE_POLL_MS));
+            // Voters may have changed meanwhile: take the leaders' lines again.
+            let fresh = leader_lines(host)?.0;
+            pending = fresh
+                .into_iter()
+                .filter(|l| pending.iter().any(|p| p.shard == l.shard))
+                .collect();
+        }
+    }
+    for line in &differ {
+        println!(
+            "shard {} DIFFERS between {}:",
+            line.shard,
+            line.replicas.voters.join(",")
+        );
+        for partition in differing_partitions(host, line)? {
+            println!("  {partition}");
+        }
+    }
+    for line in &pending {
+        println!(
+            "shard {}: its replicas were never at one applied index within {timeout_secs} s (busy)",
+            line.shard
+        );
+    }
+    if leaderless > 0 {
+        println!("{leaderless} shard(s) had no leader answering: not checked");
+    }
+    println!("{} shard(s) agree on every replica", agree.len());
+    if differ.is_empty() && pending.is_empty() && leaderless == 0 {
+        Ok(())
+    } else {
+        Err(Error::Refused(format!(
+            "{} shard(s) differ, {} never settled, {leaderless} not checked",
+            differ.len(),
+            pending.len()
+        )))
+    }
+}
+
 /// Runs the command.
 pub fn run(command: ClusterCommand) -> Result<()> {
     let (host, json) = match command {
         ClusterCommand::Status { host, json } => (host, json),
+        ClusterCommand::Check { host, timeout_secs } => return check(&host, timeout_secs),
         ClusterCommand::Remove {
             node,
             host,
@@ -394,5 +536,37 @@ mod tests {
         .unwrap();
         assert!(full.complete);
         assert!(parse("shard=x:leader=A").is_err());
+    }
+
+    #[test]
+    fn replicas_are_compared_only_at_one_applied_index() {
+        let line = parse("shard=3:leader=A:voters=A,B:learners=-:applied=9:commit=9")
+            .unwrap()
+            .shards
+            .remove(0);
+        let sums = |a: &str, b: &str| -> Checksums {
+            [("A", a), ("B", b)]
+                .into_iter()
+                .map(|(name, part)| {
+                    let (applied, rest) = part.split_once(':').unwrap();
+                    let shard = [("shard=3".to_string(), (applied.into(), rest.into()))];
+                    (name.to_string(), shard.into_iter().collect())
+                })
+                .collect()
+        };
+        let same = "applied=9:records=4:checksum=00ff";
+        assert_eq!(compare(&line, &sums(same, same)), Some(true));
+        assert_eq!(
+            compare(&line, &sums(same, "applied=9:records=4:checksum=00fe")),
+            Some(false)
+        );
+        assert_eq!(
+            compare(&line, &sums(same, "applied=8:records=3:checksum=0001")),
+            None,
+            "not at one index yet"
+        );
+        let mut missing = sums(same, same);
+        missing.remove("B");
+        assert_eq!(compare(&line, &missing), None);
     }
 }

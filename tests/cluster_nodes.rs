@@ -587,6 +587,18 @@ async fn a_wiped_node_comes_back_as_a_new_member_and_may_not_reuse_its_old_id() 
         .unwrap();
     check_counters(&rebuilt, &acked, unknown).await;
     wait_checksums_agree(&addresses).await;
+    // The operator's check says the same.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aerie"))
+        .args(["cluster", "check", "--host", &addresses[1]])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("8 shard(s) agree on every replica"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,8 @@ use super::proxy::{self, Relay};
 /// Indices into `metrics::COMMANDS`.
 /// The info command answering per-shard checksums of this node's replicas.
 pub const CHECKSUMS: &str = "aerie-checksums";
+/// One shard's per-partition record counts and checksums.
+pub const PARTITION_CHECKSUMS: &str = "aerie-partition-checksums";
 const READ: usize = 0;
 const WRITE: usize = 1;
 const DELETE: usize = 2;
@@ -652,6 +654,7 @@ impl Server {
             "cluster-members" => self.cluster.members_answer(),
             "cluster-leave" | "cluster-retire" => self.cluster_change(command),
             CHECKSUMS => self.shard_checksums().await,
+            PARTITION_CHECKSUMS => self.partition_checksums(command).await,
             "snapshot" => {
                 self.node.request_snapshots();
                 "ok".into()
@@ -704,6 +707,37 @@ impl Server {
                     "shard={}:applied={}:records={records}:checksum={checksum:016x}",
                     status.shard, status.applied
                 ));
+            }
+            Some(parts.join(";"))
+        };
+        match tokio::task::spawn_blocking(summarize).await {
+            Ok(Some(answer)) => answer,
+            _ => info::format_error(None, "checksums unavailable"),
+        }
+    }
+
+    /// [`PARTITION_CHECKSUMS`]`:shard=N`: the shard's applied index, then
+    /// per partition `<partition>=<records>/<checksum hex>`, joined by `;`
+    /// (`applied=N;12=40/00ab…;13=…`), for `aerie cluster check` to name
+    /// the partitions where replicas differ.
+    async fn partition_checksums(&self, command: &info::InfoCommand<'_>) -> String {
+        let Some(shard) = command.param("shard").and_then(|s| s.parse::<u32>().ok()) else {
+            return info::format_error(Some(ResultCode::Parameter), "shard=<number> is required");
+        };
+        let (engine, node, map) = (self.engine.clone(), self.node.clone(), self.map);
+        let namespaces = self.namespaces.clone();
+        let summarize = move || {
+            let status = node.status().into_iter().find(|s| s.shard == shard)?;
+            let now = aerie_replication::now_ms();
+            let mut parts = vec![format!("applied={}", status.applied)];
+            for p in map.partitions(shard) {
+                let (mut records, mut checksum) = (0u64, 0u64);
+                for ns in &namespaces {
+                    let summary = engine.partition_summary(ns, p, now).ok()?;
+                    records += summary.records;
+                    checksum = checksum.wrapping_add(summary.checksum);
+                }
+                parts.push(format!("{p}={records}/{checksum:016x}"));
             }
             Some(parts.join(";"))
         };
