@@ -312,8 +312,9 @@ impl ReadyLoop {
             last.elapsed().as_millis() as u64
         };
         let me = self.config.node_id;
-        let Some(dead) = crate::placement::dead_to_retire(placement, me, silent_ms, LIVE_WITHIN_MS)
-        else {
+        // A member silent past replace_after_ms is never counted live.
+        let live_ms = LIVE_WITHIN_MS.min(placement.replace_after_ms);
+        let Some(dead) = crate::placement::dead_to_retire(placement, me, silent_ms, live_ms) else {
             return;
         };
         tracing::warn!(

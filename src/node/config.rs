@@ -26,6 +26,10 @@ pub const ENV_OVERRIDES: [(&str, &str); 13] = [
     ("AERIE_CLUSTER_SECRET_FILE", "cluster.secret_file"),
 ];
 
+/// The shortest `cluster.replace_after_ms` (besides 0): a member must be
+/// able to miss a few election timeouts without being replaced.
+const MIN_REPLACE_AFTER_MS: u64 = 2_000;
+
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -395,6 +399,12 @@ impl NodeFileConfig {
         if self.cluster.replication_factor == 0 {
             return Err("cluster.replication_factor must be at least 1".into());
         }
+        let replace_after_ms = self.cluster.replace_after_ms;
+        if replace_after_ms != 0 && replace_after_ms < MIN_REPLACE_AFTER_MS {
+            return Err(format!(
+                "cluster.replace_after_ms must be 0 (never) or at least {MIN_REPLACE_AFTER_MS} (a few election timeouts), not {replace_after_ms}"
+            ));
+        }
         if self.namespaces.is_empty() {
             return Err("at least one [[namespaces]] is needed".into());
         }
@@ -489,5 +499,19 @@ mod tests {
         let err = NodeFileConfig::default().apply_env(bad).unwrap_err();
         assert!(err.contains("AERIE_PORT"), "{err}");
         assert!(toml::from_str::<NodeFileConfig>("[node]\nbogus = 1").is_err());
+    }
+
+    #[test]
+    fn replace_after_ms_is_never_or_a_few_election_timeouts() {
+        let mut config = NodeFileConfig::default();
+        let env = |name: &str| (name == "AERIE_REPLACE_AFTER_MS").then(|| "4000".to_string());
+        config.apply_env(env).unwrap();
+        assert_eq!(config.cluster.replace_after_ms, 4000);
+        assert!(config.validate().is_ok());
+        config.cluster.replace_after_ms = 0;
+        assert!(config.validate().is_ok(), "0 = never");
+        config.cluster.replace_after_ms = 500;
+        let err = config.validate().unwrap_err();
+        assert!(err.contains("replace_after_ms"), "{err}");
     }
 }
