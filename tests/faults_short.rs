@@ -1,7 +1,7 @@
 //! The fault harness's short, seeded run (what CI runs): three real nodes,
 //! the register workload through the official client while nodes are
-//! SIGKILLed, SIGSTOPped, partitioned, delayed and wiped (back as new
-//! members), then a final heal and a
+//! SIGKILLed, SIGSTOPped, partitioned, delayed, throttled and wiped (back
+//! as new members), then a final heal and a
 //! quiet period; the counter and set workloads beside it. Every
 //! key's history must be linearizable, the cluster must recover, and every
 //! shard's replicas must hold the same records. Long runs: the README.
@@ -26,6 +26,7 @@ async fn kills_and_pauses_of_three_nodes_leave_every_register_linearizable() {
                 Kind::Partition,
                 Kind::Delay,
                 Kind::Wipe,
+                Kind::Throttle,
             ],
             workloads: vec![
                 WorkloadKind::Register,

@@ -32,7 +32,8 @@ struct Args {
     /// isolated, a minority split off, or the overlapping ring; links cut
     /// or black-holed), delay (every link of one node held 50–400 ms per
     /// chunk), wipe (SIGKILL, data dir deleted, started again: it joins as
-    /// a new member and its replicas are rebuilt).
+    /// a new member and its replicas are rebuilt), throttle (every link of
+    /// one node limited to 16 KiB/s–1 MiB/s each way).
     #[arg(
         long,
         default_value = "kill,pause,partition,delay",

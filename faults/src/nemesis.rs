@@ -31,6 +31,9 @@ pub enum Kind {
     /// SIGKILL and the data dir deleted, then a start that joins as a new
     /// member (the cluster retires the old id and rebuilds its replicas).
     Wipe,
+    /// Every link to and from the target throttled (16 KiB/s–1 MiB/s each
+    /// direction), then healed.
+    Throttle,
 }
 
 /// How a partition splits the nodes.
@@ -55,8 +58,9 @@ impl FromStr for Kind {
             "partition" => Ok(Kind::Partition),
             "delay" => Ok(Kind::Delay),
             "wipe" => Ok(Kind::Wipe),
+            "throttle" => Ok(Kind::Throttle),
             other => Err(format!(
-                "unknown nemesis {other:?} (known: kill, pause, partition, delay, wipe)"
+                "unknown nemesis {other:?} (known: kill, pause, partition, delay, wipe, throttle)"
             )),
         }
     }
@@ -85,6 +89,9 @@ pub struct Fault {
     pub blackhole: bool,
     /// For a delay: how long each chunk is held.
     pub delay_ms: u64,
+    /// For a throttle: bytes a second each way (0 for other faults; drawn
+    /// only for throttles, so the other kinds' schedules stay as they were).
+    pub throttle_bytes_per_sec: u64,
 }
 
 /// What the executor did, in ms from the start of the workload.
@@ -121,6 +128,10 @@ pub fn schedule(seed: u64, duration_ms: u64, kinds: &[Kind], nodes: usize) -> Ve
             split,
             blackhole: rng.random_bool(0.5),
             delay_ms: rng.random_range(50..400),
+            throttle_bytes_per_sec: match kind {
+                Kind::Throttle => rng.random_range(16 << 10..1 << 20),
+                _ => 0,
+            },
         });
         at_ms += hold_ms + rng.random_range(1_000..3_000);
     }
@@ -158,7 +169,12 @@ pub fn connected(split: &Split, victim: usize, nodes: usize, a: usize, b: usize)
 }
 
 fn delay(cluster: &Cluster, fault: &Fault, victim: usize) {
-    let rule = Rule::Delay { ms: fault.delay_ms };
+    let rule = match fault.kind {
+        Kind::Throttle => Rule::Throttle {
+            bytes_per_sec: fault.throttle_bytes_per_sec,
+        },
+        _ => Rule::Delay { ms: fault.delay_ms },
+    };
     for other in (0..cluster.nodes.len()).filter(|&n| n != victim) {
         cluster.proxy.set(victim, other, rule);
         cluster.proxy.set(other, victim, rule);
@@ -209,7 +225,7 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, faults: Vec<Fault>, start: Instan
                 Kind::Kill => c.kill(victim),
                 Kind::Pause => c.pause(victim),
                 Kind::Partition => partition(&c, &fault, victim),
-                Kind::Delay => delay(&c, &fault, victim),
+                Kind::Delay | Kind::Throttle => delay(&c, &fault, victim),
                 Kind::Wipe => {
                     if let Err(e) = c.wipe(victim) {
                         events.push(Event {
@@ -228,6 +244,10 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, faults: Vec<Fault>, start: Instan
             (Kind::Delay, _) => format!(
                 "Delay {} ms on every link of node {victim} ({:?})",
                 fault.delay_ms, fault.target
+            ),
+            (Kind::Throttle, _) => format!(
+                "Throttle every link of node {victim} to {} B/s ({:?})",
+                fault.throttle_bytes_per_sec, fault.target
             ),
             _ => format!("{:?} node {victim} ({:?})", fault.kind, fault.target),
         };
@@ -256,7 +276,7 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, faults: Vec<Fault>, start: Instan
                     c.resume(victim);
                     Ok(format!("resume node {victim}"))
                 }
-                Kind::Partition | Kind::Delay => {
+                Kind::Partition | Kind::Delay | Kind::Throttle => {
                     c.proxy.heal();
                     Ok("heal every link".to_string())
                 }

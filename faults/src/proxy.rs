@@ -1,7 +1,7 @@
 //! The fault proxy: every node's fabric is reached through it (the nodes
 //! advertise the proxy's address, `AERIE_FABRIC_ADVERTISE`), so the network
 //! between each directed pair of nodes can be cut, black-holed (bytes
-//! accepted and never delivered) or delayed. This kernel has no `netem`
+//! accepted and never delivered), delayed or throttled. This kernel has no `netem`
 //! qdisc; the proxy is how the harness makes network faults.
 //!
 //! A fabric connection carries its dialer's traffic to the acceptor (and the
@@ -40,6 +40,10 @@ pub enum Rule {
     /// Every chunk held this long first.
     Delay {
         ms: u64,
+    },
+    /// At most this many bytes a second pass.
+    Throttle {
+        bytes_per_sec: u64,
     },
 }
 
@@ -176,6 +180,10 @@ impl Proxy {
             match rule {
                 Rule::Blackhole => continue,
                 Rule::Delay { ms } => tokio::time::sleep(Duration::from_millis(ms)).await,
+                Rule::Throttle { bytes_per_sec } => {
+                    let micros = n as u64 * 1_000_000 / bytes_per_sec.max(1);
+                    tokio::time::sleep(Duration::from_micros(micros)).await;
+                }
                 Rule::Pass | Rule::Cut => {}
             }
             if writer.write_all(&buf[..n]).await.is_err() {
