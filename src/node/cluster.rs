@@ -192,10 +192,15 @@ impl Cluster {
     }
 
     fn join_command(&self) -> ClusterCommand {
-        join_command(&JoinRequest {
+        join_command(&self.request())
+    }
+
+    /// This node's own join request.
+    fn request(&self) -> JoinRequest {
+        JoinRequest {
             member: self.me.clone(),
             incarnation: self.incarnation,
-        })
+        }
     }
 
     /// Proposes this node's membership if the group's state lacks it (or
@@ -229,13 +234,9 @@ impl Cluster {
             .iter()
             .filter(|m| m.node_id != self.me.node_id)
         {
-            let request = JoinRequest {
-                member: self.me.clone(),
-                incarnation: self.incarnation,
-            };
             match self
                 .transport
-                .join(other.fabric_addr, request, JOIN_ATTEMPT_MS)
+                .join(other.fabric_addr, self.request(), JOIN_ATTEMPT_MS)
             {
                 Ok(_) => return,
                 Err(e) => {

@@ -689,19 +689,15 @@ impl Server {
     /// the same applied index; the fault harness compares them). RAM only,
     /// on the blocking pool.
     async fn shard_checksums(&self) -> String {
-        let (engine, node, map) = (self.engine.clone(), self.node.clone(), self.map);
-        let namespaces = self.namespaces.clone();
-        let summarize = move || {
-            let now = aerie_replication::now_ms();
+        let (node, map) = (self.node.clone(), self.map);
+        self.summarize_blocking(move |sum| {
             let mut parts = Vec::new();
             for status in node.status().iter().filter(|s| node.is_member(s.shard)) {
                 let (mut records, mut checksum) = (0u64, 0u64);
-                for ns in &namespaces {
-                    for p in map.partitions(status.shard) {
-                        let summary = engine.partition_summary(ns, p, now).ok()?;
-                        records += summary.records;
-                        checksum = checksum.wrapping_add(summary.checksum);
-                    }
+                for p in map.partitions(status.shard) {
+                    let (r, c) = sum(p)?;
+                    records += r;
+                    checksum = checksum.wrapping_add(c);
                 }
                 parts.push(format!(
                     "shard={}:applied={}:records={records}:checksum={checksum:016x}",
@@ -709,11 +705,8 @@ impl Server {
                 ));
             }
             Some(parts.join(";"))
-        };
-        match tokio::task::spawn_blocking(summarize).await {
-            Ok(Some(answer)) => answer,
-            _ => info::format_error(None, "checksums unavailable"),
-        }
+        })
+        .await
     }
 
     /// [`PARTITION_CHECKSUMS`]`:shard=N`: the shard's applied index, then
@@ -724,24 +717,41 @@ impl Server {
         let Some(shard) = command.param("shard").and_then(|s| s.parse::<u32>().ok()) else {
             return info::format_error(Some(ResultCode::Parameter), "shard=<number> is required");
         };
-        let (engine, node, map) = (self.engine.clone(), self.node.clone(), self.map);
-        let namespaces = self.namespaces.clone();
-        let summarize = move || {
+        let (node, map) = (self.node.clone(), self.map);
+        self.summarize_blocking(move |sum| {
             let status = node.status().into_iter().find(|s| s.shard == shard)?;
-            let now = aerie_replication::now_ms();
             let mut parts = vec![format!("applied={}", status.applied)];
             for p in map.partitions(shard) {
+                let (records, checksum) = sum(p)?;
+                parts.push(format!("{p}={records}/{checksum:016x}"));
+            }
+            Some(parts.join(";"))
+        })
+        .await
+    }
+
+    /// Runs `summarize` on a blocking thread (it reads every record of the
+    /// partitions it sums), handing it each partition's (records, checksum)
+    /// over every namespace; `None` becomes an error answer.
+    async fn summarize_blocking(
+        &self,
+        summarize: impl FnOnce(&dyn Fn(u16) -> Option<(u64, u64)>) -> Option<String> + Send + 'static,
+    ) -> String {
+        let (engine, namespaces) = (self.engine.clone(), self.namespaces.clone());
+        let run = move || {
+            let now = aerie_replication::now_ms();
+            let sum = |p: u16| {
                 let (mut records, mut checksum) = (0u64, 0u64);
                 for ns in &namespaces {
                     let summary = engine.partition_summary(ns, p, now).ok()?;
                     records += summary.records;
                     checksum = checksum.wrapping_add(summary.checksum);
                 }
-                parts.push(format!("{p}={records}/{checksum:016x}"));
-            }
-            Some(parts.join(";"))
+                Some((records, checksum))
+            };
+            summarize(&sum)
         };
-        match tokio::task::spawn_blocking(summarize).await {
+        match tokio::task::spawn_blocking(run).await {
             Ok(Some(answer)) => answer,
             _ => info::format_error(None, "checksums unavailable"),
         }
