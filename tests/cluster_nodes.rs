@@ -742,3 +742,125 @@ async fn cluster_remove_under_load_keeps_a_majority_and_costs_clients_no_error()
     assert!(acked.values().sum::<i64>() > 50, "the load barely ran");
     assert_exact(&client, &acked).await;
 }
+
+/// A key of `info statistics` as a number (0 if absent).
+async fn statistic(address: &str, key: &str) -> u64 {
+    let text = info(address, "statistics").await;
+    text.split(';')
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Flips one byte inside the first record of every block file under `dir`
+/// (past the 32-byte block header and the 72-byte record header: in its
+/// bins); returns how many files it changed.
+fn flip_a_record_byte_in_every_block(dir: &std::path::Path) -> usize {
+    const IN_FIRST_RECORD: u64 = 32 + 72 + 3;
+    let mut flipped = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "seg")
+                && std::fs::metadata(&path).unwrap().len() > IN_FIRST_RECORD + 64
+            {
+                use std::io::{Read, Seek, SeekFrom, Write};
+                let mut file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .unwrap();
+                let mut byte = [0u8; 1];
+                file.seek(SeekFrom::Start(IN_FIRST_RECORD)).unwrap();
+                file.read_exact(&mut byte).unwrap();
+                byte[0] ^= 0x10;
+                file.seek(SeekFrom::Start(IN_FIRST_RECORD)).unwrap();
+                file.write_all(&byte).unwrap();
+                file.sync_all().unwrap();
+                flipped += 1;
+            }
+        }
+    }
+    flipped
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_bit_in_a_replica_is_found_reported_and_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("AERIE_CONSISTENCY_CHECK_INTERVAL_MS", "1500".to_string())];
+    let (mut nodes, ports, addresses) = complete_cluster(dir.path(), 3, &env).await;
+    let client = Client::new(&ClientPolicy::default(), &addresses[0])
+        .await
+        .unwrap();
+    let value = |k: i64| format!("{k:0>100}");
+    let wp = WritePolicy::default();
+    for k in 0..200 {
+        let key = as_key!("test", "flip", k);
+        client
+            .put(&wp, &key, &[as_bin!("v", value(k))])
+            .await
+            .unwrap();
+    }
+    wait_checksums_agree(&addresses).await;
+
+    // Node 2 stops cleanly (a fast start next time reads no record), and a
+    // bit of a record in each of its block files flips on disk.
+    let (port, fabric) = ports[2];
+    assert_eq!(nodes[2].take().unwrap().terminate(), Some(0));
+    let flipped = flip_a_record_byte_in_every_block(&dir.path().join("d2"));
+    assert!(flipped > 0, "no block file to damage");
+    nodes[2] = Some(NodeProcess::start_member_env(
+        &dir.path().join("d2"),
+        port,
+        fabric,
+        &[ports[0].1],
+        &env,
+    ));
+
+    // A background check finds it (the record fails its CRC), the healthy
+    // members report the mismatch, and node 2 rebuilds the shard.
+    eventually("the damaged replica to be rebuilt", || async {
+        statistic(&addresses[2], "replicas_rebuilt").await >= 1
+            && info(&addresses[2], "statistics")
+                .await
+                .contains("damaged_shards=;")
+    })
+    .await;
+    assert!(statistic(&addresses[2], "replicas_damaged_found").await >= 1);
+    assert!(statistic(&addresses[0], "consistency_mismatches").await >= 1);
+    let log = nodes[2].as_ref().unwrap().log_text();
+    assert!(log.contains("corruption in"), "{log}");
+
+    // Checks after the rebuild find every copy the same.
+    let (checks, mismatches) = (
+        statistic(&addresses[2], "consistency_checks").await,
+        statistic(&addresses[2], "consistency_mismatches").await,
+    );
+    eventually("a round of checks after the rebuild", || async {
+        statistic(&addresses[2], "consistency_checks").await >= checks + 8
+    })
+    .await;
+    assert_eq!(
+        statistic(&addresses[2], "consistency_mismatches").await,
+        mismatches
+    );
+    wait_checksums_agree(&addresses).await;
+    for k in 0..200 {
+        let record = client
+            .get(
+                &ReadPolicy::default(),
+                &as_key!("test", "flip", k),
+                Bins::All,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            record.bins.get("v"),
+            Some(&Value::from(value(k))),
+            "key {k}"
+        );
+    }
+}

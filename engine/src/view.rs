@@ -43,6 +43,44 @@ impl View {
         self.entries.iter().map(|e| self.ns.read().read_entry(e))
     }
 
+    /// Per partition (those with records), the count and an order-independent
+    /// checksum of the records' whole contents, each record read and
+    /// CRC-checked: what a shard's replicas compare in a consistency check
+    /// (a flipped bit anywhere in a record is a [`Error::Corruption`] here).
+    /// Records that expire before `stable_until_ms` are left out: each
+    /// replica reclaims expired records on its own clock, so near their
+    /// expiry replicas may rightly differ. `pace` gets each record's bytes
+    /// (the caller throttles there).
+    pub fn content_summaries(
+        &self,
+        stable_until_ms: u64,
+        mut pace: impl FnMut(usize),
+    ) -> Result<BTreeMap<u16, PartitionSummary>> {
+        let mut out: BTreeMap<u16, PartitionSummary> = BTreeMap::new();
+        let mut image = Vec::new();
+        for e in self
+            .entries
+            .iter()
+            .filter(|e| e.void_time == 0 || !is_expired(e.void_time, stable_until_ms))
+        {
+            image.clear();
+            self.ns.read().read_image(e, &mut image)?;
+            pace(image.len());
+            let contents = (u64::from(crc32fast::hash(&image)) << 32) | image.len() as u64;
+            let summary = out
+                .entry(partition_of(&e.digest))
+                .or_insert(PartitionSummary {
+                    records: 0,
+                    checksum: 0,
+                });
+            summary.records += 1;
+            summary.checksum = summary
+                .checksum
+                .wrapping_add(mix64(record_hash(e) ^ contents));
+        }
+        Ok(out)
+    }
+
     /// Calls `f` with each record's digest and image
     /// (`format::encode_record_image` bytes), by partition then digest,
     /// without decoding the bins (each version is CRC-checked): what a

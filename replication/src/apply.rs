@@ -14,6 +14,7 @@ use aerie_engine::{Engine, Outcome};
 use aerie_snapshot::{Capture, Retention, ShardMeta, WriteOptions};
 use raft::prelude::{Entry, EntryType};
 
+use crate::check::{Checks, Control};
 use crate::codec::{Proposal, SnapshotRef};
 use crate::error::{Error, Result};
 use crate::health::{Gate, Stall};
@@ -156,6 +157,10 @@ pub struct ApplyContext {
     pub stopping: Arc<AtomicBool>,
     /// Tells the ready loop how far this shard got.
     pub notify: Box<dyn Fn(u32, u64) + Send>,
+    /// Where this node's damaged replicas are marked.
+    pub damage: Arc<crate::repair::Damage>,
+    /// The ready loop's queue, for a check's report.
+    pub(crate) control: SyncSender<crate::node::Input>,
 }
 
 /// First wait before retrying an entry the engine failed to apply.
@@ -169,6 +174,7 @@ struct Progress {
     bytes_since_snapshot: u64,
     snapshot_at: Instant,
     writing: Option<std::thread::JoinHandle<()>>,
+    checks: Checks,
 }
 
 /// The node stopped while an entry was being retried.
@@ -189,6 +195,7 @@ pub fn run(ctx: ApplyContext, tasks: Receiver<ApplyTask>) {
         bytes_since_snapshot: 0,
         snapshot_at: Instant::now(),
         writing: None,
+        checks: Checks::default(),
     };
     for task in tasks {
         match task {
@@ -207,6 +214,7 @@ pub fn run(ctx: ApplyContext, tasks: Receiver<ApplyTask>) {
     if let Some(handle) = progress.writing.take() {
         let _ = handle.join();
     }
+    progress.checks.finish();
 }
 
 fn apply_entries(
@@ -231,7 +239,12 @@ fn apply_entries(
             }
             continue;
         }
-        apply_with_retry(ctx, entry)?;
+        if let Some(control) = control_of(ctx, entry) {
+            progress.checks.apply(ctx, entry.index, control);
+            ctx.engine.note_applied(ctx.log_id, entry.index);
+        } else {
+            apply_with_retry(ctx, entry)?;
+        }
         // The term of the engine's applied index, for the next snapshot.
         progress.last_term = entry.term;
         progress.since_snapshot += 1;
@@ -243,12 +256,35 @@ fn apply_entries(
     Ok(())
 }
 
-/// Applies one entry, retrying a system error with backoff until it applies
-/// or the node stops.
+/// The consistency-check entry `entry` carries, if it is one: an empty
+/// normal entry with a context (a leader's no-op has none).
+fn control_of(ctx: &ApplyContext, entry: &Entry) -> Option<Control> {
+    if entry.get_entry_type() != EntryType::EntryNormal
+        || !entry.data.is_empty()
+        || entry.context.is_empty()
+    {
+        return None;
+    }
+    match Control::decode(&entry.context) {
+        Ok(control) => Some(control),
+        Err(e) => {
+            // Not from this version: it changes no record, so it is skipped.
+            tracing::warn!(shard = ctx.shard, index = entry.index, error = %e, "a control entry that does not decode is skipped");
+            None
+        }
+    }
+}
+
+/// Applies one entry, retrying a system error with backoff until it applies,
+/// a snapshot installed past it (a damaged replica rebuilt), or the node
+/// stops.
 fn apply_with_retry(ctx: &ApplyContext, entry: &Entry) -> Result<(), Stopping> {
     let mut wait_ms = RETRY_FIRST_MS;
     let mut failures = 0u64;
     loop {
+        if failures > 0 && ctx.engine.applied_index(ctx.log_id) >= entry.index {
+            break;
+        }
         match apply_one(ctx, entry) {
             Ok(()) => break,
             Err(e) => {
@@ -281,6 +317,9 @@ fn note_stall(ctx: &ApplyContext, index: u64, error: &aerie_engine::Error, failu
         error,
         aerie_engine::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull
     );
+    if let aerie_engine::Error::Corruption { .. } = error {
+        ctx.damage.mark(ctx.shard, &error.to_string());
+    }
     if failures == 1 || failures.is_multiple_of(100) {
         tracing::error!(shard = ctx.shard, index, failures, error = %error, "applying a committed entry failed; retrying, writes to this shard are refused meanwhile");
     }

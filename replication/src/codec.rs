@@ -3,7 +3,8 @@
 //!
 //! A WAL entry's payload is a [`StoredEntry`]: the raft entry's type, data and
 //! context. The data of a normal entry that carries a command is a
-//! [`Proposal`]; an empty one is a leader's no-op. Both start with a version
+//! [`Proposal`]; an empty one is a leader's no-op, or, with a context, a
+//! [`crate::check::Control`] entry (a consistency check). All start with a version
 //! byte, and decoding is bounded by [`MAX_ENTRY_BYTES`]. The cluster
 //! group's entries carry a [`crate::cluster::ClusterCommand`] instead, and
 //! its snapshots a [`crate::cluster::ClusterState`].
@@ -148,6 +149,18 @@ impl SnapshotRef {
     /// Decodes a raft snapshot's data field.
     pub fn decode(bytes: &[u8]) -> Result<SnapshotRef, DecodeError> {
         decode(bytes, "snapshot reference")
+    }
+}
+
+impl crate::check::Control {
+    /// The context bytes of the empty normal entry that carries it.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Decodes an empty normal entry's context.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        decode(bytes, "shard control entry")
     }
 }
 

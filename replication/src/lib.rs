@@ -78,6 +78,7 @@
 //!   raft holds that ready open until the engine has the snapshot.
 
 mod apply;
+pub mod check;
 pub mod cluster;
 pub mod codec;
 mod error;
@@ -91,6 +92,7 @@ pub mod meta;
 mod node;
 pub mod placement;
 mod ready;
+pub mod repair;
 mod shard;
 pub mod shards;
 pub mod storage;

@@ -29,6 +29,7 @@ use crate::group::{CLUSTER_GROUP, ClusterGroup, OnChange};
 use crate::health::{Gate, Refusal};
 use crate::lock;
 use crate::ready::ReadyLoop;
+use crate::repair::Damage;
 use crate::shard::{OpenContext, open_shard};
 use crate::shards::ShardMap;
 use crate::transport::{Deliver, Envelope, Transport};
@@ -81,6 +82,9 @@ pub struct NodeConfig {
     /// Longest a read barrier waits (for the read index, then for the apply
     /// loop) before it is answered `Timeout`.
     pub max_read_wait_ms: u64,
+    /// How often the leader of each shard has its replicas compared (see
+    /// [`crate::check`]; the shards spread over the interval). 0 = never.
+    pub consistency_check_interval_ms: u64,
 }
 
 impl NodeConfig {
@@ -108,6 +112,7 @@ impl NodeConfig {
             },
             wal_segments_before_snapshot: 4,
             max_read_wait_ms: 10_000,
+            consistency_check_interval_ms: 3_600_000,
         }
     }
 }
@@ -149,6 +154,11 @@ pub(crate) enum Input {
     ClusterPropose(crate::cluster::ClusterCommand),
     HandOff,
     SnapshotNow,
+    /// A consistency check's entry to append to a shard's log.
+    Control {
+        shard: u32,
+        control: crate::check::Control,
+    },
     Stop,
 }
 
@@ -186,6 +196,7 @@ pub struct Node {
     cluster_state: Arc<Mutex<Arc<ClusterState>>>,
     cluster_status: Arc<Mutex<Option<ShardStatus>>>,
     gate: Arc<Gate>,
+    damage: Arc<Damage>,
     engine: Arc<Engine>,
     stopping: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -230,6 +241,7 @@ impl Node {
         let gate = Arc::new(Gate::new(map.shards()));
         let clock_ms = Arc::new(AtomicU64::new(0));
         let stopping = Arc::new(AtomicBool::new(false));
+        let damage = Arc::new(Damage::new(map.shards()));
         let ctx = OpenContext {
             config: &config,
             wal: &parts.wal,
@@ -239,6 +251,7 @@ impl Node {
             clock_ms: &clock_ms,
             stopping: &stopping,
             input: &input,
+            damage: &damage,
         };
         let mut threads = Vec::new();
         let mut shards = Vec::new();
@@ -285,6 +298,7 @@ impl Node {
             cluster_status: cluster_status.clone(),
             heard: HashMap::new(),
             group_leader_since: None,
+            damage: damage.clone(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("raft-loop-{}", config.node_id))
@@ -301,6 +315,7 @@ impl Node {
             cluster_state,
             cluster_status,
             gate,
+            damage,
             engine: parts.engine,
             stopping,
             threads,
@@ -508,6 +523,17 @@ impl Node {
     /// The write refusals: the node's disk watcher sets the out-of-space one.
     pub fn gate(&self) -> &Arc<Gate> {
         &self.gate
+    }
+
+    /// This node's damaged replicas and the consistency-check counters.
+    pub fn damage(&self) -> &Arc<Damage> {
+        &self.damage
+    }
+
+    /// A read of `shard` on this node met damaged data (`reason`): the
+    /// replica is rebuilt from a healthy member (see [`crate::repair`]).
+    pub fn report_damage(&self, shard: u32, reason: &str) {
+        self.damage.mark(shard, reason);
     }
 
     /// Every write refusal in force (node-wide ones with `None`, then one per

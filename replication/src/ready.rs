@@ -96,6 +96,8 @@ pub(crate) struct ReadyLoop {
     /// Since when this node leads the cluster group (silence is only
     /// counted from then: a follower hears from the leader alone).
     pub group_leader_since: Option<Instant>,
+    /// This node's damaged replicas (see [`crate::repair`]).
+    pub damage: Arc<crate::repair::Damage>,
 }
 
 impl ReadyLoop {
@@ -183,6 +185,8 @@ impl ReadyLoop {
         }
         self.retry_failed_installs();
         if !self.wal_failed {
+            self.repair_damaged();
+            self.propose_checks();
             self.maybe_compact();
             if self.handing_off {
                 self.hand_off();
@@ -411,6 +415,13 @@ impl ReadyLoop {
                 reply,
             } => self.propose_membership(shard, change, reply),
             Input::Placement(placement) => self.set_placement(placement),
+            Input::Control { shard, control } => {
+                if !self.wal_failed
+                    && let Some(shard) = self.shard(shard)
+                {
+                    crate::check::propose_control(shard, &control);
+                }
+            }
         }
         true
     }
@@ -836,6 +847,8 @@ impl ReadyLoop {
             file_bytes: installing.reference.file_bytes,
         };
         *lock(&shard.snapshots.newest) = Some((index, term, reference));
+        let shard_id = shard.id;
+        self.note_rebuilt(shard_id, index, installing.reference.file_bytes);
         let mut batch = LogBatch::new();
         self.stage(i, &mut ready, &mut batch)?;
         if !batch.is_empty() {
@@ -922,7 +935,7 @@ fn advance_durable(
 
 /// The other voter `eligible` allows with the most entries (raft sends it
 /// the rest before it takes over), from a leader's status.
-fn most_caught_up_voter(
+pub(crate) fn most_caught_up_voter(
     status: &ShardStatus,
     me: u64,
     eligible: impl Fn(u64) -> bool,

@@ -79,6 +79,12 @@ pub struct Shard {
     /// does not wake the ready loop (a wake-up per batch was a large share
     /// of a node's context switches under writes).
     pub wants_applied: Arc<AtomicBool>,
+    /// When the repair of a damaged replica last asked for something (a
+    /// leadership transfer, a snapshot).
+    pub repair_asked: Option<Instant>,
+    /// When this node, leading the shard, proposes its next consistency
+    /// check.
+    pub next_check_at: Instant,
 }
 
 impl Shard {
@@ -363,6 +369,7 @@ pub struct OpenContext<'a> {
     pub clock_ms: &'a Arc<AtomicU64>,
     pub stopping: &'a Arc<AtomicBool>,
     pub input: &'a SyncSender<Input>,
+    pub damage: &'a Arc<crate::repair::Damage>,
 }
 
 /// Opens a shard's raft state from its meta file and WAL stream, the engine
@@ -409,6 +416,8 @@ pub fn open_shard(ctx: &OpenContext<'_>, shard: u32) -> Result<(Shard, JoinHandl
                 let _ = notify_input.try_send(Input::Applied(shard));
             }
         }),
+        damage: ctx.damage.clone(),
+        control: ctx.input.clone(),
     };
     let worker = std::thread::Builder::new()
         .name(format!("apply-{shard}"))
@@ -432,6 +441,12 @@ pub fn open_shard(ctx: &OpenContext<'_>, shard: u32) -> Result<(Shard, JoinHandl
         commit_unsaved: false,
         last_transfer: None,
         wants_applied,
+        repair_asked: None,
+        next_check_at: crate::check::first_check_at(
+            config.consistency_check_interval_ms,
+            shard,
+            ctx.map.shards(),
+        ),
     };
     Ok((shard, worker))
 }

@@ -10,7 +10,7 @@ use aerie_wal::{FsyncPolicy, IoBackend};
 use serde::{Deserialize, Serialize};
 
 /// Environment variables that override the file.
-pub const ENV_OVERRIDES: [(&str, &str); 13] = [
+pub const ENV_OVERRIDES: [(&str, &str); 14] = [
     ("AERIE_METRICS_PORT", "metrics.port"),
     ("AERIE_DATA_DIR", "node.data_dir"),
     ("AERIE_NODE_ID", "node.node_id"),
@@ -24,6 +24,10 @@ pub const ENV_OVERRIDES: [(&str, &str); 13] = [
     ("AERIE_REPLICATION_FACTOR", "cluster.replication_factor"),
     ("AERIE_REPLACE_AFTER_MS", "cluster.replace_after_ms"),
     ("AERIE_CLUSTER_SECRET_FILE", "cluster.secret_file"),
+    (
+        "AERIE_CONSISTENCY_CHECK_INTERVAL_MS",
+        "raft.consistency_check_interval_ms",
+    ),
 ];
 
 /// The shortest `cluster.replace_after_ms` (besides 0): a member must be
@@ -232,6 +236,11 @@ pub struct RaftSection {
     pub wal_segments_before_snapshot: usize,
     /// Snapshots kept per shard.
     pub snapshots_kept: usize,
+    /// Each shard's leader has its replicas compare their copies (every
+    /// record read and CRC-checked, at one log index) this often; a copy
+    /// that differs from the majority, or cannot be read, is rebuilt from a
+    /// snapshot. The shards spread over the interval; ms (0 = never).
+    pub consistency_check_interval_ms: u64,
 }
 
 impl Default for NodeSection {
@@ -284,6 +293,7 @@ impl Default for RaftSection {
             snapshot_every_ms: 3_600_000,
             wal_segments_before_snapshot: 4,
             snapshots_kept: 2,
+            consistency_check_interval_ms: 3_600_000,
         }
     }
 }
@@ -353,6 +363,11 @@ impl NodeFileConfig {
         }
         if let Some(v) = var("AERIE_FSYNC") {
             self.wal.fsync = v;
+        }
+        if let Some(v) = var("AERIE_CONSISTENCY_CHECK_INTERVAL_MS") {
+            self.raft.consistency_check_interval_ms = v
+                .parse()
+                .map_err(|_| parse("AERIE_CONSISTENCY_CHECK_INTERVAL_MS", &v))?;
         }
         self.apply_cluster_env(var, parse)
     }

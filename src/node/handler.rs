@@ -523,7 +523,7 @@ impl Server {
         let view = self
             .engine
             .get(req.namespace, &req.digest, &selection, now_ms())
-            .map_err(|e| engine_code(&e))?
+            .map_err(|e| self.read_failed(&req.digest, &e))?
             .ok_or(ResultCode::NotFound)?;
         let respond_all = req.header.info2.contains(Info2::RESPOND_ALL_OPS);
         let ops = read_result_ops(req, &selection, &view, respond_all);
@@ -535,6 +535,20 @@ impl Server {
             &ops,
         ));
         Ok(())
+    }
+
+    /// The result code of a failed record read; damaged data also marks
+    /// this node's replica of the record's shard for a rebuild.
+    fn read_failed(
+        &self,
+        digest: &aerie_engine::Digest,
+        error: &aerie_engine::Error,
+    ) -> ResultCode {
+        if let aerie_engine::Error::Corruption { .. } = error {
+            self.node
+                .report_damage(self.shard_of(digest), &error.to_string());
+        }
+        engine_code(error)
     }
 
     async fn write(
@@ -837,6 +851,9 @@ impl Server {
             .map(|e| e.load(Ordering::Relaxed))
             .sum();
         let objects: u64 = self.engine.stats().iter().map(|s| s.records).sum();
+        let damage = self.node.damage().counters();
+        let damaged = self.node.damage().damaged();
+        let damaged = damaged.iter().map(u32::to_string).collect::<Vec<_>>();
         info::format_key_values([
             ("objects", objects.to_string()),
             ("client_reads", ops(READ)),
@@ -847,6 +864,11 @@ impl Server {
             ("info_requests", ops(INFO)),
             ("client_errors", errors.to_string()),
             ("writes_refused", self.refusal_summary()),
+            ("damaged_shards", damaged.join(",")),
+            ("replicas_damaged_found", damage.found.to_string()),
+            ("replicas_rebuilt", damage.rebuilds.to_string()),
+            ("consistency_checks", damage.checks.to_string()),
+            ("consistency_mismatches", damage.mismatches.to_string()),
         ])
     }
 

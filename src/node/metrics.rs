@@ -131,6 +131,25 @@ fn render_refusals(out: &mut String, server: &Server) {
     }
 }
 
+/// Damaged replicas and consistency checks (see `aerie_replication::repair`).
+fn render_damage(out: &mut String, server: &Server) {
+    let damage = server.node.damage();
+    let c = damage.counters();
+    let damaged = damage.damaged().len();
+    let _ = writeln!(
+        out,
+        "# TYPE aerie_replicas_damaged gauge\naerie_replicas_damaged {damaged}"
+    );
+    for (name, value) in [
+        ("aerie_replicas_damaged_found_total", c.found),
+        ("aerie_replicas_rebuilt_total", c.rebuilds),
+        ("aerie_consistency_checks_total", c.checks),
+        ("aerie_consistency_mismatches_total", c.mismatches),
+    ] {
+        let _ = writeln!(out, "# TYPE {name} counter\n{name} {value}");
+    }
+}
+
 /// The whole exposition.
 pub fn render(server: &Server) -> String {
     let mut out = String::with_capacity(8 << 10);
@@ -191,6 +210,7 @@ pub fn render(server: &Server) -> String {
         );
     }
     render_refusals(&mut out, server);
+    render_damage(&mut out, server);
     let me = server.node_id;
     for s in server.node.status() {
         let shard = s.shard;

@@ -182,7 +182,7 @@ impl Server {
         {
             Ok(Some(view)) => encode_or_log(found_row(out, index, digest, attrs, &view)),
             Ok(None) => empty(out, ResultCode::NotFound),
-            Err(e) => empty(out, engine_code(&e)),
+            Err(e) => empty(out, self.read_failed(digest, &e)),
         }
     }
 
