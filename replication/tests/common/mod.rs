@@ -51,6 +51,8 @@ pub struct Member {
     pub node: Option<Node>,
     pub engine: Option<Arc<Engine>>,
     pub wal: Option<Arc<Wal>>,
+    /// Changes to the node settings of [`node_config`] (none by default).
+    pub tune: fn(&mut NodeConfig),
 }
 
 impl Member {
@@ -69,6 +71,7 @@ impl Member {
             node: None,
             engine: None,
             wal: None,
+            tune: |_| {},
         }
     }
 
@@ -91,8 +94,9 @@ impl Member {
             transport,
             on_cluster_change: None,
         };
-        let (node, deliver) =
-            Node::open(node_config(self.id, &self.voters, &self.dir), parts).unwrap();
+        let mut config = node_config(self.id, &self.voters, &self.dir);
+        (self.tune)(&mut config);
+        let (node, deliver) = Node::open(config, parts).unwrap();
         self.node = Some(node);
         self.engine = Some(engine);
         self.wal = Some(wal);
