@@ -12,6 +12,7 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::node::{CHECK_NOW, CHECK_VERDICTS};
 
 /// `aerie cluster ...`.
 #[derive(Debug, Subcommand)]
@@ -53,9 +54,16 @@ pub enum ClusterCommand {
         /// A node of the cluster to ask.
         #[arg(long, default_value = "127.0.0.1:3000")]
         host: String,
-        /// How long to wait for busy shards' replicas to line up.
+        /// How long to wait for busy shards' replicas to line up (and, with
+        /// --deep, for the checks to be judged).
         #[arg(long, default_value_t = 30)]
         timeout_secs: u64,
+        /// Then also run a consistency check through every shard's log now:
+        /// every replica reads and CRC-checks every record at one index and
+        /// the members compare; a copy that differs from the majority, or
+        /// cannot be read, is named (and rebuilds itself from a snapshot).
+        #[arg(long)]
+        deep: bool,
     },
 }
 
@@ -477,11 +485,96 @@ fn check(host: &str, timeout_secs: u64) -> Result<()> {
     }
 }
 
+/// Per shard, the newest consistency check any member judged: its log
+/// index and verdict (`aerie-check-verdicts`).
+fn newest_verdicts(host: &str) -> Result<BTreeMap<u32, (u64, String)>> {
+    let mut newest: BTreeMap<u32, (u64, String)> = BTreeMap::new();
+    for (_, address) in members(host)? {
+        let Ok(answer) = ask_one(&address, CHECK_VERDICTS) else {
+            continue;
+        };
+        for part in answer.split(';') {
+            let shard = field(part, "shard=").and_then(|v| v.parse().ok());
+            let index = field(part, "index=").and_then(|v| v.parse().ok());
+            let verdict = part.split_once(":verdict=").map(|(_, v)| v.to_string());
+            if let (Some(shard), Some(index), Some(verdict)) = (shard, index, verdict)
+                && newest.get(&shard).is_none_or(|(at, _)| *at < index)
+            {
+                newest.insert(shard, (index, verdict));
+            }
+        }
+    }
+    Ok(newest)
+}
+
+/// `check --deep`: every member's leaders propose a check of their shards
+/// now; waits until every shard with two voters or more has a verdict newer
+/// than before, and prints those that are not `agree`.
+fn deep_check(host: &str, timeout_secs: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    let before = newest_verdicts(host)?;
+    let mut waiting: Vec<u32> = leader_lines(host)?
+        .0
+        .iter()
+        .filter(|l| l.replicas.voters.len() > 1)
+        .map(|l| l.shard)
+        .collect();
+    for (_, address) in members(host)? {
+        // A member that does not answer leads nothing a client can reach:
+        // its shards show as never checked.
+        let _ = ask_one(&address, CHECK_NOW);
+    }
+    let mut judged: BTreeMap<u32, String> = BTreeMap::new();
+    while !waiting.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(REMOVE_POLL_MS));
+        let now = newest_verdicts(host)?;
+        waiting.retain(|shard| match now.get(shard) {
+            Some((index, verdict)) if before.get(shard).is_none_or(|(at, _)| at < index) => {
+                judged.insert(*shard, verdict.clone());
+                false
+            }
+            _ => true,
+        });
+    }
+    let bad: Vec<(&u32, &String)> = judged.iter().filter(|(_, v)| *v != "agree").collect();
+    for (shard, verdict) in &bad {
+        println!("shard {shard}: deep check: {verdict}");
+    }
+    for shard in &waiting {
+        println!("shard {shard}: deep check not judged within {timeout_secs} s");
+    }
+    println!(
+        "{} shard(s): every record of every replica read and alike",
+        judged.len() - bad.len()
+    );
+    if bad.is_empty() && waiting.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Refused(format!(
+            "deep check: {} shard(s) differ, {} not judged",
+            bad.len(),
+            waiting.len()
+        )))
+    }
+}
+
 /// Runs the command.
 pub fn run(command: ClusterCommand) -> Result<()> {
     let (host, json) = match command {
         ClusterCommand::Status { host, json } => (host, json),
-        ClusterCommand::Check { host, timeout_secs } => return check(&host, timeout_secs),
+        ClusterCommand::Check {
+            host,
+            timeout_secs,
+            deep,
+        } => {
+            let quick = check(&host, timeout_secs);
+            let deep = if deep {
+                deep_check(&host, timeout_secs)
+            } else {
+                Ok(())
+            };
+            return quick.and(deep);
+        }
         ClusterCommand::Remove {
             node,
             host,

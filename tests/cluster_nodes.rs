@@ -787,10 +787,21 @@ fn flip_a_record_byte_in_every_block(dir: &std::path::Path) -> usize {
     flipped
 }
 
+/// `aerie cluster check --deep` against `host`: (success, stdout).
+fn deep_check(host: &str) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aerie"))
+        .args(["cluster", "check", "--deep", "--host", host])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.success(), text)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_bit_in_a_replica_is_found_reported_and_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
-    let env = [("AERIE_CONSISTENCY_CHECK_INTERVAL_MS", "1500".to_string())];
+    // No scheduled checks: the operator's deep check finds the damage.
+    let env = [("AERIE_CONSISTENCY_CHECK_INTERVAL_MS", "0".to_string())];
     let (mut nodes, ports, addresses) = complete_cluster(dir.path(), 3, &env).await;
     let client = Client::new(&ClientPolicy::default(), &addresses[0])
         .await
@@ -805,10 +816,13 @@ async fn a_flipped_bit_in_a_replica_is_found_reported_and_rebuilt() {
             .unwrap();
     }
     wait_checksums_agree(&addresses).await;
+    let (ok, text) = deep_check(&addresses[0]);
+    assert!(ok, "{text}");
 
     // Node 2 stops cleanly (a fast start next time reads no record), and a
     // bit of a record in each of its block files flips on disk.
     let (port, fabric) = ports[2];
+    let damaged = info(&addresses[2], "node").await;
     assert_eq!(nodes[2].take().unwrap().terminate(), Some(0));
     let flipped = flip_a_record_byte_in_every_block(&dir.path().join("d2"));
     assert!(flipped > 0, "no block file to damage");
@@ -819,9 +833,16 @@ async fn a_flipped_bit_in_a_replica_is_found_reported_and_rebuilt() {
         &[ports[0].1],
         &env,
     ));
+    wait_complete(&addresses, 3).await;
 
-    // A background check finds it (the record fails its CRC), the healthy
-    // members report the mismatch, and node 2 rebuilds the shard.
+    // The deep check reads every record: node 2's copy fails its CRC, the
+    // check names it, and node 2 rebuilds the shard from a snapshot.
+    let (ok, text) = deep_check(&addresses[0]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("differ:members={damaged}:partitions=")),
+        "{text}"
+    );
     eventually("the damaged replica to be rebuilt", || async {
         statistic(&addresses[2], "replicas_rebuilt").await >= 1
             && info(&addresses[2], "statistics")
@@ -834,18 +855,12 @@ async fn a_flipped_bit_in_a_replica_is_found_reported_and_rebuilt() {
     let log = nodes[2].as_ref().unwrap().log_text();
     assert!(log.contains("corruption in"), "{log}");
 
-    // Checks after the rebuild find every copy the same.
-    let (checks, mismatches) = (
-        statistic(&addresses[2], "consistency_checks").await,
-        statistic(&addresses[2], "consistency_mismatches").await,
-    );
-    eventually("a round of checks after the rebuild", || async {
-        statistic(&addresses[2], "consistency_checks").await >= checks + 8
-    })
-    .await;
-    assert_eq!(
-        statistic(&addresses[2], "consistency_mismatches").await,
-        mismatches
+    // Afterwards every copy reads alike, and every record is intact.
+    let (ok, text) = deep_check(&addresses[1]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("8 shard(s): every record of every replica read and alike"),
+        "{text}"
     );
     wait_checksums_agree(&addresses).await;
     for k in 0..200 {

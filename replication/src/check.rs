@@ -305,7 +305,12 @@ impl Checks {
 /// if it is in the minority.
 fn act_on(ctx: &ApplyContext, check: &OpenCheck, verdict: Verdict) {
     let (shard, id, index) = (ctx.shard, check.id, check.index);
-    ctx.damage.note_check(verdict != Verdict::Agree);
+    let judged = crate::repair::Judged {
+        id,
+        index,
+        verdict: verdict.clone(),
+    };
+    ctx.damage.note_check(shard, judged);
     match verdict {
         Verdict::Agree => tracing::debug!(shard, id, index, "replicas agree"),
         Verdict::Minority {
@@ -384,14 +389,19 @@ impl SumJob {
 }
 
 impl ReadyLoop {
+    /// Every shard this node leads is checked at the next tick.
+    pub(crate) fn check_now(&mut self) {
+        let now = Instant::now();
+        for shard in &mut self.shards {
+            shard.next_check_at = now;
+        }
+    }
+
     /// Proposes a check on each shard this node leads whose turn came: one
     /// per `consistency_check_interval_ms`, with at least two voters and no
     /// joint configuration.
     pub(crate) fn propose_checks(&mut self) {
-        let interval = Duration::from_millis(self.config.consistency_check_interval_ms);
-        if interval.is_zero() {
-            return;
-        }
+        let interval = schedule(self.config.consistency_check_interval_ms);
         let now = Instant::now();
         for shard in &mut self.shards {
             if now < shard.next_check_at {
@@ -430,8 +440,17 @@ pub(crate) fn propose_control(shard: &mut Shard, control: &Control) {
 
 /// When a shard's first check is due: the shards spread over one interval.
 pub(crate) fn first_check_at(interval_ms: u64, shard: u32, shards: u32) -> Instant {
-    let offset_ms = interval_ms.saturating_mul(u64::from(shard) + 1) / u64::from(shards.max(1));
-    Instant::now() + Duration::from_millis(offset_ms)
+    let offset = schedule(interval_ms).mul_f64(f64::from(shard + 1) / f64::from(shards.max(1)));
+    Instant::now() + offset
+}
+
+/// The time between two scheduled checks of a shard; with the schedule off
+/// (0), a year: checks asked for now ([`ReadyLoop::check_now`]) still run.
+fn schedule(interval_ms: u64) -> Duration {
+    match interval_ms {
+        0 => Duration::from_secs(365 * 24 * 3600),
+        ms => Duration::from_millis(ms),
+    }
 }
 
 /// Views of `partitions` in every namespace of `engine`, at one instant.

@@ -154,6 +154,8 @@ pub(crate) enum Input {
     ClusterPropose(crate::cluster::ClusterCommand),
     HandOff,
     SnapshotNow,
+    /// Check every shard this node leads now.
+    CheckNow,
     /// A consistency check's entry to append to a shard's log.
     Control {
         shard: u32,
@@ -528,6 +530,12 @@ impl Node {
     /// This node's damaged replicas and the consistency-check counters.
     pub fn damage(&self) -> &Arc<Damage> {
         &self.damage
+    }
+
+    /// Has every shard this node leads compare its replicas now (see
+    /// [`crate::check`]); the verdicts show in [`Node::damage`].
+    pub fn check_now(&self) -> Result<()> {
+        self.send(Input::CheckNow)
     }
 
     /// A read of `shard` on this node met damaged data (`reason`): the

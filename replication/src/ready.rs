@@ -415,6 +415,7 @@ impl ReadyLoop {
                 reply,
             } => self.propose_membership(shard, change, reply),
             Input::Placement(placement) => self.set_placement(placement),
+            Input::CheckNow => self.check_now(),
             Input::Control { shard, control } => {
                 if !self.wal_failed
                     && let Some(shard) = self.shard(shard)

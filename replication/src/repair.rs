@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use raft::INVALID_INDEX;
 
+use crate::check::Verdict;
 use crate::lock;
 use crate::ready::{ReadyLoop, most_caught_up_voter};
 
@@ -36,6 +37,7 @@ const REPAIR_RETRY_MS: u64 = 1_000;
 #[derive(Debug)]
 pub struct Damage {
     shards: Vec<Mutex<Option<Marked>>>,
+    verdicts: Vec<Mutex<Option<Judged>>>,
     found: AtomicU64,
     checks: AtomicU64,
     mismatches: AtomicU64,
@@ -46,6 +48,17 @@ pub struct Damage {
 struct Marked {
     reason: String,
     since: Instant,
+}
+
+/// The last consistency check of a shard judged on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judged {
+    /// The check.
+    pub id: u64,
+    /// The log index of its `Check` entry.
+    pub index: u64,
+    /// Its outcome.
+    pub verdict: Verdict,
 }
 
 /// What [`Damage::counters`] returns.
@@ -66,6 +79,7 @@ impl Damage {
     pub fn new(shards: u32) -> Damage {
         Damage {
             shards: (0..shards).map(|_| Mutex::new(None)).collect(),
+            verdicts: (0..shards).map(|_| Mutex::new(None)).collect(),
             found: AtomicU64::new(0),
             checks: AtomicU64::new(0),
             mismatches: AtomicU64::new(0),
@@ -115,12 +129,20 @@ impl Damage {
         Some(marked.since.elapsed())
     }
 
-    /// A consistency check was judged here; `differed` if its replicas did.
-    pub fn note_check(&self, differed: bool) {
+    /// A consistency check of `shard` was judged here.
+    pub fn note_check(&self, shard: u32, judged: Judged) {
         self.checks.fetch_add(1, Ordering::Relaxed);
-        if differed {
+        if judged.verdict != Verdict::Agree {
             self.mismatches.fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(slot) = self.verdicts.get(shard as usize) {
+            *lock(slot) = Some(judged);
+        }
+    }
+
+    /// The last check of each shard judged here (`None`: none yet).
+    pub fn verdicts(&self) -> Vec<Option<Judged>> {
+        self.verdicts.iter().map(|v| lock(v).clone()).collect()
     }
 
     /// The counters.

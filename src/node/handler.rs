@@ -36,6 +36,10 @@ use super::proxy::{self, Relay};
 pub const CHECKSUMS: &str = "aerie-checksums";
 /// One shard's per-partition record counts and checksums.
 pub const PARTITION_CHECKSUMS: &str = "aerie-partition-checksums";
+/// Has every shard this node leads compare its replicas now.
+pub const CHECK_NOW: &str = "aerie-check-now";
+/// The last consistency check of each shard judged on this node.
+pub const CHECK_VERDICTS: &str = "aerie-check-verdicts";
 const READ: usize = 0;
 const WRITE: usize = 1;
 const DELETE: usize = 2;
@@ -669,6 +673,11 @@ impl Server {
             "cluster-leave" | "cluster-retire" => self.cluster_change(command),
             CHECKSUMS => self.shard_checksums().await,
             PARTITION_CHECKSUMS => self.partition_checksums(command).await,
+            CHECK_NOW => match self.node.check_now() {
+                Ok(()) => "ok".into(),
+                Err(e) => info::format_error(None, &e.to_string()),
+            },
+            CHECK_VERDICTS => self.check_verdicts(),
             "snapshot" => {
                 self.node.request_snapshots();
                 "ok".into()
@@ -742,6 +751,37 @@ impl Server {
             Some(parts.join(";"))
         })
         .await
+    }
+
+    /// [`CHECK_VERDICTS`]: per shard with a check judged here,
+    /// `shard=N:id=N:index=N:verdict=agree`, or `verdict=differ` with
+    /// `:members=<names>:partitions=<list>` (the copies in the minority,
+    /// rebuilt by themselves; no partitions: unreadable), or
+    /// `verdict=no-majority`; joined by `;`.
+    fn check_verdicts(&self) -> String {
+        use aerie_replication::check::Verdict;
+        let join = |items: Vec<String>| items.join(",");
+        let verdicts = self.node.damage().verdicts();
+        let parts = verdicts.iter().enumerate().filter_map(|(shard, judged)| {
+            let judged = judged.as_ref()?;
+            let verdict = match &judged.verdict {
+                Verdict::Agree => "agree".to_string(),
+                Verdict::NoMajority => "no-majority".to_string(),
+                Verdict::Minority {
+                    members,
+                    partitions,
+                } => format!(
+                    "differ:members={}:partitions={}",
+                    join(members.iter().map(|m| info::node_name(*m)).collect()),
+                    join(partitions.iter().map(u16::to_string).collect())
+                ),
+            };
+            Some(format!(
+                "shard={shard}:id={}:index={}:verdict={verdict}",
+                judged.id, judged.index
+            ))
+        });
+        parts.collect::<Vec<_>>().join(";")
     }
 
     /// Runs `summarize` on a blocking thread (it reads every record of the

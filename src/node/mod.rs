@@ -16,6 +16,8 @@ mod metrics;
 mod proxy;
 mod service;
 
+pub use handler::{CHECK_NOW, CHECK_VERDICTS};
+
 use std::sync::Arc;
 use std::time::Duration;
 
