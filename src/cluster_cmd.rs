@@ -81,6 +81,14 @@ pub struct Replicas {
     pub learners: Vec<String>,
     pub applied: u64,
     pub commit: u64,
+    /// From the leader only: each member's highest log index known
+    /// replicated to it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub matched: Vec<(String, u64)>,
+    /// A snapshot the answering node is fetching for this group: (bytes
+    /// fetched, bytes to fetch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebuild: Option<(u64, u64)>,
 }
 
 /// One shard as `cluster-status` reports it.
@@ -167,6 +175,19 @@ fn parse_replicas(part: &str) -> Option<Replicas> {
     let number = |key: &str| field(part, key)?.parse::<u64>().ok();
     Some(Replicas {
         leader: field(part, "leader=")?.to_string(),
+        matched: field(part, "matched=")
+            .map(names)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| {
+                let (name, index) = m.split_once('/')?;
+                Some((name.to_string(), index.parse().ok()?))
+            })
+            .collect(),
+        rebuild: field(part, "rebuild=").and_then(|r| {
+            let (fetched, total) = r.split_once('/')?;
+            Some((fetched.parse().ok()?, total.parse().ok()?))
+        }),
         voters: names(field(part, "voters=")?),
         learners: names(field(part, "learners=")?),
         applied: number("applied=")?,
@@ -174,7 +195,45 @@ fn parse_replicas(part: &str) -> Option<Replicas> {
     })
 }
 
-fn print_table(status: &Status) {
+/// Per shard copying to a learner, how far each copy got: the log index
+/// its leader knows replicated to it, of the leader's commit, and the
+/// snapshot bytes fetched where one is being fetched. Asks every member.
+fn move_progress(host: &str, status: &Status) -> BTreeMap<u32, Vec<String>> {
+    let mut progress: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    if status.shards.iter().all(|s| s.replicas.learners.is_empty()) {
+        return progress;
+    }
+    let Ok(members) = members(host) else {
+        return progress;
+    };
+    for (name, address) in members {
+        let Ok(seen) = ask_one(&address, "cluster-status").and_then(|a| parse(&a)) else {
+            continue;
+        };
+        for line in seen.shards {
+            let r = &line.replicas;
+            let notes = progress.entry(line.shard).or_default();
+            if let Some((fetched, total)) = r.rebuild {
+                let mib = |b: u64| b as f64 / f64::from(1 << 20);
+                notes.push(format!(
+                    "{name} fetching a snapshot: {:.1} of {:.1} MiB",
+                    mib(fetched),
+                    mib(total)
+                ));
+            }
+            if r.leader != name {
+                continue;
+            }
+            for (learner, index) in r.matched.iter().filter(|(m, _)| r.learners.contains(m)) {
+                notes.push(format!("{learner} has the log to {index} of {}", r.commit));
+            }
+        }
+    }
+    progress.retain(|_, notes| !notes.is_empty());
+    progress
+}
+
+fn print_table(status: &Status, moves: &BTreeMap<u32, Vec<String>>) {
     println!(
         "members ({}): {}",
         status.members.len(),
@@ -201,10 +260,12 @@ fn print_table(status: &Status) {
         .iter()
         .filter(|s| !s.replicas.learners.is_empty())
     {
+        let progress = moves.get(&s.shard).map(|notes| notes.join("; "));
         println!(
-            "moving: shard {} is copying to {} (learner)",
+            "moving: shard {} is copying to {} (learner){}",
             s.shard,
-            s.replicas.learners.join(",")
+            s.replicas.learners.join(","),
+            progress.map(|p| format!(": {p}")).unwrap_or_default()
         );
     }
     match status.complete {
@@ -588,7 +649,7 @@ pub fn run(command: ClusterCommand) -> Result<()> {
             serde_json::to_string_pretty(&status).map_err(|e| Error::Refused(e.to_string()))?;
         println!("{text}");
     } else {
-        print_table(&status);
+        print_table(&status, &move_progress(&host, &status));
     }
     Ok(())
 }
@@ -601,12 +662,16 @@ mod tests {
     fn a_status_answer_parses_and_completeness_is_judged() {
         let answer = "members=A,B,C;leaving=C;replication-factor=3;\
                       shard=0:leader=A:voters=A,B,C:learners=-:applied=8:commit=8;\
-                      shard=1:leader=-:voters=A,B:learners=C:applied=3:commit=4";
+                      shard=1:leader=-:voters=A,B:learners=C:applied=3:commit=4:matched=A/4,C/2:rebuild=10/40";
         let status = parse(answer).unwrap();
         assert_eq!(status.members, ["A", "B", "C"]);
         assert_eq!(status.leaving, ["C"]);
         assert_eq!(status.shards.len(), 2);
         assert_eq!(status.shards[1].replicas.learners, ["C"]);
+        let moving = &status.shards[1].replicas;
+        assert_eq!(moving.matched, [("A".to_string(), 4), ("C".to_string(), 2)]);
+        assert_eq!(moving.rebuild, Some((10, 40)));
+        assert!(status.shards[0].replicas.matched.is_empty());
         assert!(!status.complete);
         let with_group = |group: &str| {
             parse(&format!(

@@ -851,6 +851,8 @@ async fn a_flipped_bit_in_a_replica_is_found_reported_and_rebuilt() {
     })
     .await;
     assert!(statistic(&addresses[2], "replicas_damaged_found").await >= 1);
+    assert!(statistic(&addresses[2], "rebuild_installed_snapshots").await >= 1);
+    assert!(statistic(&addresses[2], "rebuild_fetched_bytes").await > 0);
     assert!(statistic(&addresses[0], "consistency_mismatches").await >= 1);
     let log = nodes[2].as_ref().unwrap().log_text();
     assert!(log.contains("corruption in"), "{log}");

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aerie_engine::Engine;
 use aerie_snapshot::transfer::{ChunkSource, Receiver as FileReceiver};
@@ -15,6 +15,7 @@ use aerie_snapshot::{SnapshotReader, VerifyReport, format};
 
 use crate::codec::SnapshotRef;
 use crate::error::{Error, Result};
+use crate::rebuild::{Pace, Rebuilds};
 use crate::transport::{Envelope, Transport};
 
 /// Bytes asked for per chunk.
@@ -62,6 +63,10 @@ pub struct Fetch {
     pub transport: Arc<dyn Transport>,
     /// Chunks addressed to this shard's install arrive here.
     pub chunks: Receiver<Envelope>,
+    /// Where the progress is reported.
+    pub rebuilds: Arc<Rebuilds>,
+    /// The fetch's pace (0 = no limit).
+    pub rate_bytes_per_sec: u64,
 }
 
 impl Fetch {
@@ -69,6 +74,10 @@ impl Fetch {
     pub fn run(&self) -> Result<VerifyReport> {
         let name = &self.reference.file_name;
         let mut receiver = FileReceiver::open(&self.dir, name)?;
+        let to_fetch = self.reference.file_bytes.saturating_sub(receiver.offset());
+        self.rebuilds.start(self.shard, to_fetch);
+        let mut pace = Pace::new(self.rate_bytes_per_sec);
+        let mut logged = Instant::now();
         let mut retries = 0;
         loop {
             let offset = receiver.offset();
@@ -89,6 +98,9 @@ impl Fetch {
                 Some(bytes) => {
                     receiver.write(offset, &bytes)?;
                     retries = 0;
+                    self.rebuilds.fetched(self.shard, bytes.len() as u64);
+                    self.rebuilds.log_progress(self.shard, &mut logged);
+                    std::thread::sleep(pace.after(bytes.len() as u64));
                 }
                 None if retries < MAX_CHUNK_RETRIES => retries += 1,
                 None => {

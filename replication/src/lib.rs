@@ -92,6 +92,7 @@ pub mod meta;
 mod node;
 pub mod placement;
 mod ready;
+pub mod rebuild;
 pub mod repair;
 mod shard;
 pub mod shards;

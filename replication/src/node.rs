@@ -29,6 +29,7 @@ use crate::group::{CLUSTER_GROUP, ClusterGroup, OnChange};
 use crate::health::{Gate, Refusal};
 use crate::lock;
 use crate::ready::ReadyLoop;
+use crate::rebuild::Rebuilds;
 use crate::repair::Damage;
 use crate::shard::{OpenContext, open_shard};
 use crate::shards::ShardMap;
@@ -82,6 +83,9 @@ pub struct NodeConfig {
     /// Longest a read barrier waits (for the read index, then for the apply
     /// loop) before it is answered `Timeout`.
     pub max_read_wait_ms: u64,
+    /// A snapshot fetched to rebuild a replica comes at most this fast
+    /// (bytes per second; 0 = no limit). The log tail is not paced.
+    pub rebuild_rate_bytes_per_sec: u64,
     /// How often the leader of each shard has its replicas compared (see
     /// [`crate::check`]; the shards spread over the interval). 0 = never.
     pub consistency_check_interval_ms: u64,
@@ -113,6 +117,7 @@ impl NodeConfig {
             wal_segments_before_snapshot: 4,
             max_read_wait_ms: 10_000,
             consistency_check_interval_ms: 3_600_000,
+            rebuild_rate_bytes_per_sec: 256 << 20,
         }
     }
 }
@@ -199,6 +204,7 @@ pub struct Node {
     cluster_status: Arc<Mutex<Option<ShardStatus>>>,
     gate: Arc<Gate>,
     damage: Arc<Damage>,
+    rebuilds: Arc<Rebuilds>,
     engine: Arc<Engine>,
     stopping: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -244,6 +250,7 @@ impl Node {
         let clock_ms = Arc::new(AtomicU64::new(0));
         let stopping = Arc::new(AtomicBool::new(false));
         let damage = Arc::new(Damage::new(map.shards()));
+        let rebuilds = Arc::new(Rebuilds::default());
         let ctx = OpenContext {
             config: &config,
             wal: &parts.wal,
@@ -301,6 +308,7 @@ impl Node {
             heard: HashMap::new(),
             group_leader_since: None,
             damage: damage.clone(),
+            rebuilds: rebuilds.clone(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("raft-loop-{}", config.node_id))
@@ -318,6 +326,7 @@ impl Node {
             cluster_status,
             gate,
             damage,
+            rebuilds,
             engine: parts.engine,
             stopping,
             threads,
@@ -530,6 +539,12 @@ impl Node {
     /// This node's damaged replicas and the consistency-check counters.
     pub fn damage(&self) -> &Arc<Damage> {
         &self.damage
+    }
+
+    /// The snapshot installs (replica rebuilds) in flight here and their
+    /// totals.
+    pub fn rebuilds(&self) -> &Arc<Rebuilds> {
+        &self.rebuilds
     }
 
     /// Has every shard this node leads compare its replicas now (see

@@ -98,6 +98,8 @@ pub(crate) struct ReadyLoop {
     pub group_leader_since: Option<Instant>,
     /// This node's damaged replicas (see [`crate::repair`]).
     pub damage: Arc<crate::repair::Damage>,
+    /// Snapshot installs in flight and their totals.
+    pub rebuilds: Arc<crate::rebuild::Rebuilds>,
 }
 
 impl ReadyLoop {
@@ -746,6 +748,8 @@ impl ReadyLoop {
             dir: self.config.snapshot_dir.clone(),
             transport: self.transport.clone(),
             chunks,
+            rebuilds: self.rebuilds.clone(),
+            rate_bytes_per_sec: self.config.rebuild_rate_bytes_per_sec,
         };
         let engine = self.engine.clone();
         let input = self.input.clone();
@@ -1022,12 +1026,24 @@ fn refuse_queued(input: Input) {
 fn fetch_and_install(fetch: &Fetch, engine: &Engine) -> Result<PathBuf> {
     let mut attempt = 1;
     loop {
-        let result = fetch
-            .run()
-            .and_then(|verified| install::install_file(engine, &verified).map(|_| verified.path));
+        let result = fetch.run().and_then(|verified| {
+            install::install_file(engine, &verified).map(|records| (verified.path, records))
+        });
         match result {
-            Ok(path) => return Ok(path),
-            Err(e) if attempt >= INSTALL_ATTEMPTS => return Err(e),
+            Ok((path, records)) => {
+                fetch.rebuilds.finish(fetch.shard, Some(records));
+                tracing::info!(
+                    shard = fetch.shard,
+                    records,
+                    file_bytes = fetch.reference.file_bytes,
+                    "snapshot installed"
+                );
+                return Ok(path);
+            }
+            Err(e) if attempt >= INSTALL_ATTEMPTS => {
+                fetch.rebuilds.finish(fetch.shard, None);
+                return Err(e);
+            }
             Err(e) => {
                 tracing::warn!(shard = fetch.shard, attempt, error = %e, "snapshot fetch failed; retrying");
                 std::thread::sleep(Duration::from_millis(500));

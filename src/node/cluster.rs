@@ -434,8 +434,13 @@ impl Cluster {
         if let Some(group) = node.and_then(|n| n.cluster_group_status()) {
             parts.push(format!("group=cluster:{}", replicas_part(&group)));
         }
+        let rebuilding = node.map(|n| n.rebuilds().in_flight()).unwrap_or_default();
         for s in node.map(|n| n.status()).unwrap_or_default() {
-            parts.push(format!("shard={}:{}", s.shard, replicas_part(&s)));
+            let rebuild = match rebuilding.get(&s.shard) {
+                Some(f) => format!(":rebuild={}/{}", f.fetched_bytes, f.file_bytes),
+                None => String::new(),
+            };
+            parts.push(format!("shard={}:{}{rebuild}", s.shard, replicas_part(&s)));
         }
         parts.join(";")
     }
@@ -521,8 +526,17 @@ fn replicas_part(s: &ShardStatus) -> String {
         0 => "-".to_string(),
         id => info::node_name(id),
     };
+    let matched = s
+        .progress
+        .iter()
+        .map(|(id, index)| format!("{}/{index}", info::node_name(*id)))
+        .collect::<Vec<_>>();
+    let matched = match matched.is_empty() {
+        true => String::new(),
+        false => format!(":matched={}", matched.join(",")),
+    };
     format!(
-        "leader={leader}:voters={}:learners={}:applied={}:commit={}",
+        "leader={leader}:voters={}:learners={}:applied={}:commit={}{matched}",
         names(&s.voters),
         names(&s.learners),
         s.applied,

@@ -26,7 +26,7 @@ pub const ENV_OVERRIDES: [(&str, &str); 14] = [
     ("AERIE_CLUSTER_SECRET_FILE", "cluster.secret_file"),
     (
         "AERIE_CONSISTENCY_CHECK_INTERVAL_MS",
-        "raft.consistency_check_interval_ms",
+        "cluster.consistency_check_interval_ms",
     ),
 ];
 
@@ -134,6 +134,16 @@ pub struct ClusterSection {
     /// joins); ms (0 = never). Long enough that a restarting host costs no
     /// full copy.
     pub replace_after_ms: u64,
+    /// A snapshot fetched to rebuild a replica (a new, wiped or damaged
+    /// one) comes at most this fast, bytes per second (0 = no limit); the
+    /// log tail after it is not paced.
+    pub rebuild_rate_bytes_per_sec: u64,
+    /// Each shard's leader has its replicas compare their copies (every
+    /// record read and CRC-checked, at one log index) this often; a copy
+    /// that differs from the majority, or cannot be read, is rebuilt from a
+    /// snapshot. The shards spread over the interval; ms (0 = only when
+    /// `aerie cluster check --deep` asks).
+    pub consistency_check_interval_ms: u64,
     /// A file holding the shared cluster secret peers authenticate with
     /// (required unless every fabric address is loopback).
     pub secret_file: Option<PathBuf>,
@@ -148,6 +158,8 @@ impl Default for ClusterSection {
             seeds: Vec::new(),
             replication_factor: 3,
             replace_after_ms: 300_000,
+            rebuild_rate_bytes_per_sec: 256 << 20,
+            consistency_check_interval_ms: 3_600_000,
             secret_file: None,
         }
     }
@@ -236,11 +248,6 @@ pub struct RaftSection {
     pub wal_segments_before_snapshot: usize,
     /// Snapshots kept per shard.
     pub snapshots_kept: usize,
-    /// Each shard's leader has its replicas compare their copies (every
-    /// record read and CRC-checked, at one log index) this often; a copy
-    /// that differs from the majority, or cannot be read, is rebuilt from a
-    /// snapshot. The shards spread over the interval; ms (0 = never).
-    pub consistency_check_interval_ms: u64,
 }
 
 impl Default for NodeSection {
@@ -293,7 +300,6 @@ impl Default for RaftSection {
             snapshot_every_ms: 3_600_000,
             wal_segments_before_snapshot: 4,
             snapshots_kept: 2,
-            consistency_check_interval_ms: 3_600_000,
         }
     }
 }
@@ -365,7 +371,7 @@ impl NodeFileConfig {
             self.wal.fsync = v;
         }
         if let Some(v) = var("AERIE_CONSISTENCY_CHECK_INTERVAL_MS") {
-            self.raft.consistency_check_interval_ms = v
+            self.cluster.consistency_check_interval_ms = v
                 .parse()
                 .map_err(|_| parse("AERIE_CONSISTENCY_CHECK_INTERVAL_MS", &v))?;
         }

@@ -894,6 +894,7 @@ impl Server {
         let damage = self.node.damage().counters();
         let damaged = self.node.damage().damaged();
         let damaged = damaged.iter().map(u32::to_string).collect::<Vec<_>>();
+        let rebuilt = self.node.rebuilds().totals();
         info::format_key_values([
             ("objects", objects.to_string()),
             ("client_reads", ops(READ)),
@@ -909,6 +910,9 @@ impl Server {
             ("replicas_rebuilt", damage.rebuilds.to_string()),
             ("consistency_checks", damage.checks.to_string()),
             ("consistency_mismatches", damage.mismatches.to_string()),
+            ("rebuild_fetched_bytes", rebuilt.bytes.to_string()),
+            ("rebuild_installed_records", rebuilt.records.to_string()),
+            ("rebuild_installed_snapshots", rebuilt.installed.to_string()),
         ])
     }
 

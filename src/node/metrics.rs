@@ -148,6 +148,37 @@ fn render_damage(out: &mut String, server: &Server) {
     ] {
         let _ = writeln!(out, "# TYPE {name} counter\n{name} {value}");
     }
+    let rebuilds = server.node.rebuilds();
+    let totals = rebuilds.totals();
+    for (name, value) in [
+        ("aerie_rebuild_fetched_bytes_total", totals.bytes),
+        ("aerie_rebuild_installed_records_total", totals.records),
+        ("aerie_rebuild_installed_snapshots_total", totals.installed),
+    ] {
+        let _ = writeln!(out, "# TYPE {name} counter\n{name} {value}");
+    }
+    let _ = writeln!(out, "# TYPE aerie_rebuild_in_flight_bytes gauge");
+    let _ = writeln!(out, "# TYPE aerie_rebuild_in_flight_fetched_bytes gauge");
+    let _ = writeln!(out, "# TYPE aerie_rebuild_in_flight_seconds_left gauge");
+    for (shard, f) in rebuilds.in_flight() {
+        let _ = writeln!(
+            out,
+            "aerie_rebuild_in_flight_bytes{{shard=\"{shard}\"}} {}",
+            f.file_bytes
+        );
+        let _ = writeln!(
+            out,
+            "aerie_rebuild_in_flight_fetched_bytes{{shard=\"{shard}\"}} {}",
+            f.fetched_bytes
+        );
+        if let Some(left) = f.time_left() {
+            let _ = writeln!(
+                out,
+                "aerie_rebuild_in_flight_seconds_left{{shard=\"{shard}\"}} {:.1}",
+                left.as_secs_f64()
+            );
+        }
+    }
 }
 
 /// The whole exposition.

@@ -129,7 +129,8 @@ fn node_config(config: &NodeFileConfig, dd: &DataDir, voters: Vec<u64>) -> Resul
     node.election_ticks = election_ticks;
     node.heartbeat_ticks = heartbeat_ticks;
     node.wal_segments_before_snapshot = config.raft.wal_segments_before_snapshot;
-    node.consistency_check_interval_ms = config.raft.consistency_check_interval_ms;
+    node.consistency_check_interval_ms = config.cluster.consistency_check_interval_ms;
+    node.rebuild_rate_bytes_per_sec = config.cluster.rebuild_rate_bytes_per_sec;
     node.snapshot = SnapshotPolicy {
         every_entries: config.raft.snapshot_every_entries,
         every_bytes: config.raft.snapshot_every_bytes,
