@@ -52,7 +52,16 @@
 //!   that metadata: every member replicates it (voters as for a shard, the
 //!   rest learners), the ready loop drives and applies it beside the
 //!   shards; its state file and the inline snapshots its leader sends.
-//! * [`codec`]: the bytes of a log entry — the only module naming `bincode`.
+//! * [`check`]: consistency checks carried by each shard's log (a check
+//!   entry every voter sums its copy at, reports judged alike everywhere).
+//! * [`repair`]: which replicas of this node are damaged (a check's
+//!   minority, a corrupt record met by a check, an apply or a read) and how
+//!   the ready loop rebuilds each (hand leadership away, ask the leader for
+//!   a snapshot).
+//! * [`rebuild`]: snapshot fetches in flight (progress, rate, time left) and
+//!   their pace.
+//! * [`codec`]: the bytes of a log entry — the only module naming `bincode`
+//!   (layouts in `replication/ENTRIES.md`).
 //! * [`shards`]: partitions to shards; shard `s` uses WAL stream and engine
 //!   log `s + 1`.
 //!
