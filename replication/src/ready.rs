@@ -188,6 +188,7 @@ impl ReadyLoop {
         self.retry_failed_installs();
         if !self.wal_failed {
             self.repair_damaged();
+            self.snapshot_far_learners();
             self.propose_checks();
             self.maybe_compact();
             if self.handing_off {

@@ -10,10 +10,17 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use raft::{INVALID_INDEX, ProgressState};
+
 use crate::lock;
+use crate::ready::ReadyLoop;
 
 /// A rebuild in flight logs its progress this often.
 const LOG_EVERY_MS: u64 = 1_000;
+/// A learner more entries than this behind its leader's log is sent a
+/// snapshot of the leader's committed state instead of the entries: one
+/// install of the records costs far less than applying each entry.
+pub const FAR_BEHIND_ENTRIES: u64 = 5_000;
 
 /// One snapshot fetch in flight.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -126,6 +133,53 @@ impl Rebuilds {
             secs_left = f.time_left().map(|t| format!("{:.1}", t.as_secs_f64())),
             "rebuilding a replica from a snapshot"
         );
+    }
+}
+
+impl ReadyLoop {
+    /// On every shard this node leads, a learner far behind
+    /// ([`FAR_BEHIND_ENTRIES`]) is sent a snapshot at the commit index
+    /// (raft-rs sends one whenever a follower's progress holds a snapshot
+    /// request; the storage has the apply loop take a fresh one if the
+    /// newest is older). Once per learner and shard, so a learner that falls
+    /// behind again under load gets the log, never a loop of snapshots.
+    pub(crate) fn snapshot_far_learners(&mut self) {
+        for shard in self
+            .shards
+            .iter_mut()
+            .filter(|s| s.is_leader() && !s.is_frozen())
+        {
+            let learners = shard.raw.store().meta().conf_state().learners;
+            let last = shard.raw.raft.raft_log.last_index();
+            let committed = shard.raw.raft.raft_log.committed;
+            for learner in learners {
+                if shard.snapshot_forced.contains(&learner) {
+                    continue;
+                }
+                let Some(pr) = shard.raw.raft.mut_prs().get_mut(learner) else {
+                    continue;
+                };
+                if pr.state != ProgressState::Snapshot
+                    && pr.pending_request_snapshot == INVALID_INDEX
+                    && last.saturating_sub(pr.matched) > FAR_BEHIND_ENTRIES
+                    && committed > pr.matched
+                {
+                    pr.pending_request_snapshot = committed;
+                    shard.snapshot_forced.push(learner);
+                    tracing::info!(
+                        shard = shard.id,
+                        learner,
+                        matched = pr.matched,
+                        last,
+                        "a learner far behind is sent a snapshot instead of the log"
+                    );
+                }
+            }
+            let conf = shard.raw.store().meta().conf_state();
+            shard
+                .snapshot_forced
+                .retain(|id| conf.learners.contains(id));
+        }
     }
 }
 

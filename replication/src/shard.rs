@@ -85,6 +85,9 @@ pub struct Shard {
     /// When this node, leading the shard, proposes its next consistency
     /// check.
     pub next_check_at: Instant,
+    /// Learners this node, leading the shard, already sent a snapshot
+    /// because they were far behind (see `rebuild::snapshot_far_learners`).
+    pub snapshot_forced: Vec<u64>,
 }
 
 impl Shard {
@@ -442,6 +445,7 @@ pub fn open_shard(ctx: &OpenContext<'_>, shard: u32) -> Result<(Shard, JoinHandl
         last_transfer: None,
         wants_applied,
         repair_asked: None,
+        snapshot_forced: Vec::new(),
         next_check_at: crate::check::first_check_at(
             config.consistency_check_interval_ms,
             shard,
