@@ -291,7 +291,13 @@ async fn three_nodes_from_seeds_replicate_fail_over_and_catch_up() {
             .iter()
             .map(|s| {
                 s.split(';')
-                    .filter_map(|p| p.split(":applied=").nth(1).map(str::to_string))
+                    .filter_map(|p| {
+                        // "applied=N:commit=M", without what only the
+                        // leader adds (matched=...).
+                        let rest = p.split(":applied=").nth(1)?;
+                        let fields: Vec<&str> = rest.split(':').take(2).collect();
+                        Some(fields.join(":"))
+                    })
                     .collect()
             })
             .collect();
