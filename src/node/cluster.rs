@@ -250,12 +250,19 @@ impl Cluster {
     fn apply(&self, state: &ClusterState) {
         // The provisional addresses stay in the book (the group's state
         // wins where both name a node): a founder is a voter of the group
-        // before its own join is applied, and must stay reachable.
+        // before its own join is applied, and must stay reachable. Not a
+        // retired member, nor one at this node's own fabric address: a
+        // wiped node's provisional list names its old self there, and it
+        // would dial itself forever.
         let peers: BTreeMap<u64, SocketAddr> = self
             .provisional
             .iter()
             .chain(&state.members)
-            .filter(|m| m.node_id != self.me.node_id)
+            .filter(|m| {
+                m.node_id != self.me.node_id
+                    && m.fabric_addr != self.me.fabric_addr
+                    && !state.is_retired(m.node_id)
+            })
             .map(|m| (m.node_id, m.fabric_addr))
             .collect();
         if let Err(e) = self.transport.set_peers(peers) {
