@@ -89,6 +89,7 @@ impl ClusterGroup {
                 meta.snapshot_index
             )));
         }
+        let compacted = meta.snapshot_index;
         let inline = Arc::new(Mutex::new(InlineSnapshot {
             index: state.applied,
             term,
@@ -104,7 +105,11 @@ impl ClusterGroup {
         )?;
         let commit = wal.hard_state(CLUSTER_STREAM).commit;
         let last = raft::Storage::last_index(&storage)?;
-        let applied = state.applied.min(commit).min(last);
+        // The commit index in the WAL's hard state may lag the compaction
+        // point (a commit move is written lazily, and a crash can lose the
+        // last one): what was compacted was applied, so raft starts there
+        // at least (as a shard does).
+        let applied = state.applied.min(commit).min(last).max(compacted);
         let raw = RawNode::new(
             &raft_config(config, applied),
             storage,
