@@ -211,6 +211,18 @@ impl Engine {
             .collect())
     }
 
+    /// [`Engine::views`] of `partitions` in every namespace, in the
+    /// engine's configured order.
+    pub fn views_of_every_namespace(&self, partitions: &[u16]) -> Result<Vec<View>> {
+        let names: Vec<&str> = self
+            .config()
+            .namespaces
+            .iter()
+            .map(|ns| ns.name.as_str())
+            .collect();
+        self.views(&names, partitions)
+    }
+
     /// Replaces the contents of `partitions` of `ns` by `records` (a snapshot
     /// of them as of `applied_index` of `log_id`) and sets that log's applied
     /// index, durably, in one step: [`Engine::begin_install`] for one

@@ -28,12 +28,13 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use aerie_engine::{Engine, PartitionSummary};
+use aerie_engine::PartitionSummary;
 use serde::{Deserialize, Serialize};
 
 use crate::apply::ApplyContext;
 use crate::node::Input;
 use crate::ready::ReadyLoop;
+use crate::rebuild::Pace;
 use crate::shard::Shard;
 
 /// Records read per second by one check's summing thread.
@@ -181,15 +182,8 @@ pub fn sum_views(
     clock_ms: u64,
 ) -> Result<Vec<PartitionSum>, aerie_engine::Error> {
     let stable_until_ms = clock_ms.saturating_add(STABLE_HORIZON_MS);
-    let started = Instant::now();
-    let mut read_bytes = 0u64;
-    let mut pace = |bytes: usize| {
-        read_bytes += bytes as u64;
-        let due = Duration::from_secs_f64(read_bytes as f64 / CHECK_READ_BYTES_PER_SEC as f64);
-        if let Some(ahead) = due.checked_sub(started.elapsed()) {
-            std::thread::sleep(ahead);
-        }
-    };
+    let mut rate = Pace::new(CHECK_READ_BYTES_PER_SEC);
+    let mut pace = |bytes: usize| std::thread::sleep(rate.after(bytes as u64));
     let mut total: BTreeMap<u16, PartitionSummary> = BTreeMap::new();
     for view in views {
         for (partition, summary) in view.content_summaries(stable_until_ms, &mut pace)? {
@@ -254,7 +248,9 @@ impl Checks {
         while self.open.len() > MAX_OPEN_CHECKS {
             self.open.pop_front();
         }
-        let views = take_views(&ctx.engine, &ctx.shard_meta.partitions);
+        let views = ctx
+            .engine
+            .views_of_every_namespace(&ctx.shard_meta.partitions);
         let job = SumJob {
             shard: ctx.shard,
             member: ctx.node_id,
@@ -451,20 +447,6 @@ fn schedule(interval_ms: u64) -> Duration {
         0 => Duration::from_secs(365 * 24 * 3600),
         ms => Duration::from_millis(ms),
     }
-}
-
-/// Views of `partitions` in every namespace of `engine`, at one instant.
-pub fn take_views(
-    engine: &Arc<Engine>,
-    partitions: &[u16],
-) -> Result<Vec<aerie_engine::View>, aerie_engine::Error> {
-    let names: Vec<&str> = engine
-        .config()
-        .namespaces
-        .iter()
-        .map(|ns| ns.name.as_str())
-        .collect();
-    engine.views(&names, partitions)
 }
 
 #[cfg(test)]

@@ -150,9 +150,10 @@ impl ReadyLoop {
             .filter(|s| s.is_leader() && !s.is_frozen())
         {
             let learners = shard.raw.store().meta().conf_state().learners;
+            shard.snapshot_forced.retain(|id| learners.contains(id));
             let last = shard.raw.raft.raft_log.last_index();
             let committed = shard.raw.raft.raft_log.committed;
-            for learner in learners {
+            for &learner in &learners {
                 if shard.snapshot_forced.contains(&learner) {
                     continue;
                 }
@@ -175,10 +176,6 @@ impl ReadyLoop {
                     );
                 }
             }
-            let conf = shard.raw.store().meta().conf_state();
-            shard
-                .snapshot_forced
-                .retain(|id| conf.learners.contains(id));
         }
     }
 }

@@ -114,10 +114,17 @@ impl Damage {
         lock(slot).as_ref().map(|m| m.reason.clone())
     }
 
+    /// Whether `shard`'s replica here is damaged.
+    pub fn is_damaged(&self, shard: u32) -> bool {
+        self.shards
+            .get(shard as usize)
+            .is_some_and(|slot| lock(slot).is_some())
+    }
+
     /// The damaged shards.
     pub fn damaged(&self) -> Vec<u32> {
         (0..self.shards.len() as u32)
-            .filter(|s| self.reason(*s).is_some())
+            .filter(|s| self.is_damaged(*s))
             .collect()
     }
 
@@ -161,7 +168,7 @@ impl ReadyLoop {
     pub(crate) fn repair_damaged(&mut self) {
         let me = self.config.node_id;
         for shard in &mut self.shards {
-            if self.damage.reason(shard.id).is_none()
+            if !self.damage.is_damaged(shard.id)
                 || shard.is_frozen()
                 || shard
                     .repair_asked

@@ -40,8 +40,7 @@ impl Capture {
     /// Costs a copy of the partitions' index entries.
     pub fn take(engine: &Engine, log_id: u64, partitions: &[u16]) -> Result<Capture> {
         let namespaces = engine.config().namespaces.clone();
-        let names: Vec<&str> = namespaces.iter().map(|ns| ns.name.as_str()).collect();
-        let views = engine.views(&names, partitions)?;
+        let views = engine.views_of_every_namespace(partitions)?;
         let index = views
             .first()
             .and_then(|v| v.applied_indices().get(&log_id).copied())
