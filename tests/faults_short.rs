@@ -1,7 +1,9 @@
 //! The fault harness's short, seeded run (what CI runs): three real nodes,
 //! the register workload through the official client while nodes are
-//! SIGKILLed, SIGSTOPped, partitioned, delayed, throttled and wiped (back
-//! as new members), then a final heal and a
+//! SIGKILLed, SIGSTOPped, partitioned (both ways or one way), delayed,
+//! throttled, wiped (back as new members), their wall clocks stepped
+//! (libfaketime) and, in a `fault-injection` build (what CI tests), their
+//! disks failed; then a final heal and a
 //! quiet period; the counter and set workloads beside it. Every
 //! key's history must be linearizable, the cluster must recover, and every
 //! shard's replicas must hold the same records. Long runs: the README.
@@ -10,6 +12,24 @@
 use std::path::PathBuf;
 
 use aerie_faults::{Options, WorkloadKind, nemesis::Kind};
+
+/// Every nemesis; disk faults only where the node has its fault layers.
+fn nemeses() -> Vec<Kind> {
+    let mut kinds = vec![
+        Kind::Kill,
+        Kind::Pause,
+        Kind::Partition,
+        Kind::Delay,
+        Kind::Wipe,
+        Kind::Throttle,
+        Kind::OneWay,
+        Kind::Clock,
+    ];
+    if cfg!(feature = "fault-injection") {
+        kinds.push(Kind::Disk);
+    }
+    kinds
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_and_pauses_of_three_nodes_leave_every_register_linearizable() {
@@ -20,14 +40,7 @@ async fn kills_and_pauses_of_three_nodes_leave_every_register_linearizable() {
             nodes: 3,
             duration_secs: 25,
             quiet_secs: 8,
-            nemeses: vec![
-                Kind::Kill,
-                Kind::Pause,
-                Kind::Partition,
-                Kind::Delay,
-                Kind::Wipe,
-                Kind::Throttle,
-            ],
+            nemeses: nemeses(),
             workloads: vec![
                 WorkloadKind::Register,
                 WorkloadKind::Counter,

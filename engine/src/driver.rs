@@ -2,8 +2,11 @@
 //! [`Engine::reclaim_expired`] and a rate-limited [`Engine::defrag_step`] on a
 //! timer, for callers that do not run their own.
 //!
-//! The engine never reads the wall clock; the driver is its caller and owns
-//! the clock ([`BackgroundConfig::clock_ms`], wall-clock Unix ms by default).
+//! The engine never reads a clock; the driver is its caller and owns two:
+//! intervals (flushes, checkpoints, the defrag rate) run on a monotonic clock
+//! ([`BackgroundConfig::clock_ms`], [`monotonic_ms`] by default), so a wall
+//! clock set back or forward neither stalls nor floods them; expiry runs on
+//! [`BackgroundConfig::expiry_clock_ms`] (the wall clock by default).
 //! Replicas that must agree on expiry should pass a clock that returns the
 //! `now_ms` of the last applied command, so no replica reclaims a record a
 //! later command could still see.
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::engine::{Engine, lock};
 use crate::error::{Error, Result};
 
-/// A clock returning Unix ms.
+/// A clock returning ms.
 pub type ClockMs = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// Settings of the background driver.
@@ -34,12 +37,13 @@ pub struct BackgroundConfig {
     /// How long `stop` waits for the current step to finish before it leaves
     /// the thread to exit on its own.
     pub stop_timeout_ms: u64,
-    /// The clock for flushes, checkpoints and the defrag rate, Unix ms.
+    /// The clock for flushes, checkpoints and the defrag rate: only its
+    /// differences count, and it must not go back ([`monotonic_ms`]).
     pub clock_ms: ClockMs,
     /// The clock expiry is reclaimed at, Unix ms. A replica passes the
     /// largest `now_ms` it applied (the replicated clock), never its own wall
     /// clock: a record is then reclaimed only once every later command sees
-    /// it expired, so replay, PITR and replicas agree. `None`: `clock_ms`.
+    /// it expired, so replay, PITR and replicas agree. `None`: [`wall_clock_ms`].
     pub expiry_clock_ms: Option<ClockMs>,
 }
 
@@ -64,6 +68,15 @@ pub fn wall_clock_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Ms since the first call in this process, from the monotonic clock: what
+/// intervals are measured on (a wall clock stepped back would hold every
+/// flush and checkpoint until it caught up again).
+pub fn monotonic_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Default for BackgroundConfig {
     fn default() -> Self {
         BackgroundConfig {
@@ -71,7 +84,7 @@ impl Default for BackgroundConfig {
             defrag_rate_bytes_per_sec: 64 << 20,
             reclaim_max_records_per_tick: 10_000,
             stop_timeout_ms: 5_000,
-            clock_ms: Arc::new(wall_clock_ms),
+            clock_ms: Arc::new(monotonic_ms),
             expiry_clock_ms: None,
         }
     }
@@ -240,7 +253,11 @@ impl Worker {
         let tick = engine.tick(now_ms);
         self.record(tick, |_, ()| {});
         if self.config.reclaim_max_records_per_tick > 0 {
-            let expiry_ms = self.config.expiry_clock_ms.as_ref().map_or(now_ms, |c| c());
+            let expiry_ms = self
+                .config
+                .expiry_clock_ms
+                .as_ref()
+                .map_or_else(wall_clock_ms, |c| c());
             let reclaimed =
                 engine.reclaim_expired(expiry_ms, self.config.reclaim_max_records_per_tick);
             self.record(reclaimed, |s, n| s.expired_reclaimed += n as u64);

@@ -212,7 +212,9 @@ mod view;
 
 pub use blocks::BlockState;
 pub use config::{EngineConfig, NamespaceConfig, ReadMode};
-pub use driver::{BackgroundConfig, BackgroundHandle, BackgroundStats, ClockMs, wall_clock_ms};
+pub use driver::{
+    BackgroundConfig, BackgroundHandle, BackgroundStats, ClockMs, monotonic_ms, wall_clock_ms,
+};
 pub use engine::{BlockStats, CheckpointStats, Engine, Health, NamespaceStats, RecoveryReport};
 pub use error::{Error, Result};
 pub use fs::{EngineFile, EngineFs, OpenFor, StdFs};

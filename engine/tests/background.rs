@@ -146,7 +146,7 @@ fn driver_reclaims_expired_records_on_its_clock() {
     let driver_clock = clock.clone();
     let driver = engine
         .start_background(BackgroundConfig {
-            clock_ms: Arc::new(move || driver_clock.load(Ordering::SeqCst)),
+            expiry_clock_ms: Some(Arc::new(move || driver_clock.load(Ordering::SeqCst))),
             defrag_rate_bytes_per_sec: 0,
             ..fast_driver()
         })

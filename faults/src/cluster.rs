@@ -2,7 +2,10 @@
 //! data dir under the run's work dir, with what the nemeses do to them:
 //! SIGKILL and restart (same data dir and ports), SIGSTOP and SIGCONT. All
 //! fabric traffic goes through the fault proxy (`proxy.rs`): each node
-//! advertises its proxy listener, and joins through node 0's.
+//! advertises its proxy listener, and joins through node 0's. With clock
+//! faults every node runs under libfaketime, its wall-clock offset read from
+//! a file beside its data dir each second; with disk faults every node runs
+//! on its fault layers, switched through its fault control file.
 
 use std::fs::OpenOptions;
 use std::net::SocketAddr;
@@ -14,6 +17,54 @@ use crate::proxy::Proxy;
 
 /// How long the cluster may take to form, and a restarted node to accept.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Where libfaketime is looked for (`AERIE_FAULTS_LIBFAKETIME` overrides):
+/// Debian's package `libfaketime`, the multi-threaded build.
+const LIBFAKETIME: [&str; 2] = [
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/faketime/libfaketimeMT.so.1",
+];
+/// What a `fault-injection` build of `aerie` logs when it runs on its fault
+/// layers (`src/node/fault_control.rs`).
+const FAULT_LAYERS_ARMED: &str = "disk fault control file armed";
+
+/// What the nodes run under besides the proxy.
+#[derive(Debug, Clone, Default)]
+pub struct Instruments {
+    /// libfaketime, preloaded into every node (clock faults).
+    pub libfaketime: Option<PathBuf>,
+    /// Every node on its fault layers (disk faults).
+    pub disk_faults: bool,
+}
+
+impl Instruments {
+    /// What the nemeses need: libfaketime for clock faults (an error when
+    /// it is not installed), the fault layers for disk faults.
+    pub fn for_faults(clock: bool, disk: bool) -> Result<Instruments, String> {
+        let libfaketime = match clock {
+            false => None,
+            true => Some(find_libfaketime()?),
+        };
+        Ok(Instruments {
+            libfaketime,
+            disk_faults: disk,
+        })
+    }
+}
+
+fn find_libfaketime() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("AERIE_FAULTS_LIBFAKETIME") {
+        return Ok(PathBuf::from(path));
+    }
+    LIBFAKETIME
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            "clock faults need libfaketime (Debian: apt-get install libfaketime), \
+             or AERIE_FAULTS_LIBFAKETIME naming libfaketimeMT.so.1"
+                .to_string()
+        })
+}
 
 /// One node: its ports, data dir, log, and process (none while killed).
 pub struct NodeProc {
@@ -23,6 +74,10 @@ pub struct NodeProc {
     pub advertised: SocketAddr,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// libfaketime's timestamp file: the wall-clock offset, e.g. "-90".
+    clock_file: PathBuf,
+    /// The fault control file: the disk fault in force, e.g. "none".
+    disk_file: PathBuf,
     child: Option<Child>,
     paused: bool,
 }
@@ -34,6 +89,7 @@ pub struct Cluster {
     pub proxy: Proxy,
     /// Each node's name as `node` answers it (its id in hex).
     names: Vec<String>,
+    instruments: Instruments,
 }
 
 fn free_port() -> Result<u16, String> {
@@ -45,7 +101,12 @@ impl Cluster {
     /// Starts `n` nodes: the first forms the cluster, the others join
     /// through its fabric port; returns once every shard and the cluster
     /// group have their replication factor.
-    pub async fn start(aerie: &Path, work: &Path, n: usize) -> Result<Cluster, String> {
+    pub async fn start(
+        aerie: &Path,
+        work: &Path,
+        n: usize,
+        instruments: Instruments,
+    ) -> Result<Cluster, String> {
         let proxy = Proxy::default();
         let mut nodes = Vec::new();
         for i in 0..n {
@@ -57,6 +118,8 @@ impl Cluster {
                 advertised: proxy.listen(i, target).await?,
                 data_dir: work.join(format!("n{i}")),
                 log: work.join(format!("n{i}.log")),
+                clock_file: work.join(format!("n{i}.clock")),
+                disk_file: work.join(format!("n{i}.disk")),
                 child: None,
                 paused: false,
             });
@@ -66,14 +129,53 @@ impl Cluster {
             nodes,
             proxy,
             names: Vec::new(),
+            instruments,
         };
         for i in 0..n {
+            cluster.set_clock_offset(i, 0)?;
+            cluster.set_disk_fault(i, "none")?;
             // The first forms the cluster; every later start may join.
             cluster.spawn(i, i != 0)?;
         }
         cluster.wait_complete(READY_TIMEOUT).await?;
         cluster.name_nodes().await?;
+        cluster.check_fault_layers()?;
         Ok(cluster)
+    }
+
+    /// Steps node `i`'s wall clock to `offset_secs` from the true time
+    /// (libfaketime reads the file within a second).
+    pub fn set_clock_offset(&self, i: usize, offset_secs: i64) -> Result<(), String> {
+        let file = &self.nodes[i].clock_file;
+        std::fs::write(file, format!("{offset_secs:+}\n"))
+            .map_err(|e| format!("{}: {e}", file.display()))
+    }
+
+    /// Switches node `i`'s disk fault (a name of `nemesis::DISK_FAULTS`, or
+    /// "none"); the node reads the file every 100 ms.
+    pub fn set_disk_fault(&self, i: usize, fault: &str) -> Result<(), String> {
+        let file = &self.nodes[i].disk_file;
+        std::fs::write(file, format!("{fault}\n")).map_err(|e| format!("{}: {e}", file.display()))
+    }
+
+    /// With disk faults: an error unless every node said it runs on its
+    /// fault layers (an `aerie` built without `fault-injection` ignores the
+    /// control file, and its disk faults would silently do nothing).
+    fn check_fault_layers(&self) -> Result<(), String> {
+        if !self.instruments.disk_faults {
+            return Ok(());
+        }
+        for node in &self.nodes {
+            let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+            if !log.contains(FAULT_LAYERS_ARMED) {
+                return Err(format!(
+                    "disk faults need an aerie built with `--features fault-injection` \
+                     ({} does not say {FAULT_LAYERS_ARMED:?})",
+                    node.log.display()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Learns every node's name and tells the proxy its id (the name is
@@ -135,7 +237,18 @@ impl Cluster {
             .open(&node.log)
             .map_err(|e| format!("{}: {e}", node.log.display()))?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new(&self.aerie)
+        let mut command = Command::new(&self.aerie);
+        if let Some(lib) = &self.instruments.libfaketime {
+            command
+                .env("LD_PRELOAD", lib)
+                .env("FAKETIME_TIMESTAMP_FILE", &node.clock_file)
+                .env("FAKETIME_CACHE_DURATION", "1")
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        if self.instruments.disk_faults {
+            command.env("AERIE_FAULT_CONTROL_FILE", &node.disk_file);
+        }
+        let child = command
             .arg("node")
             .env("AERIE_DATA_DIR", &node.data_dir)
             .env("AERIE_PORT", node.port.to_string())

@@ -9,8 +9,8 @@
 //! its execution, [`register`] the register workload and its history,
 //! [`check`] its linearizability checker, [`tally`] the counter and set
 //! workloads and their final checks, [`proxy`] the network between the nodes (every
-//! fabric connection goes through it). Disk faults, wipes and clock offsets
-//! are not built yet.
+//! fabric connection goes through it). Clock faults come from libfaketime,
+//! disk faults from the nodes' own fault layers (a `fault-injection` build).
 
 pub mod check;
 pub mod cluster;
@@ -126,10 +126,7 @@ impl Report {
             && self.quiet_errors == 0
             && self.diverged.is_empty()
             && self.counter.as_ref().is_none_or(|c| c.misses.is_empty())
-            && self
-                .set
-                .as_ref()
-                .is_none_or(|s| s.lost.is_empty() && s.unexpected.is_empty() && s.unread.is_empty())
+            && self.set.as_ref().is_none_or(tally::SetReport::passed)
     }
 }
 
@@ -138,7 +135,17 @@ impl Report {
 /// nemesis events into the work dir.
 pub async fn run(options: &Options) -> Result<Report, String> {
     std::fs::create_dir_all(&options.work_dir).map_err(|e| e.to_string())?;
-    let cluster = Cluster::start(&options.aerie, &options.work_dir, options.nodes).await?;
+    let instruments = cluster::Instruments::for_faults(
+        options.nemeses.contains(&nemesis::Kind::Clock),
+        options.nemeses.contains(&nemesis::Kind::Disk),
+    )?;
+    let cluster = Cluster::start(
+        &options.aerie,
+        &options.work_dir,
+        options.nodes,
+        instruments,
+    )
+    .await?;
     let client = Arc::new(connect(&cluster.addresses(), options.nodes).await?);
     let cluster = Arc::new(Mutex::new(cluster));
     let faulty = Duration::from_secs(options.duration_secs);
@@ -267,13 +274,15 @@ pub fn summary(report: &Report) -> String {
     if let Some(s) = &report.set {
         let _ = writeln!(
             out,
-            "set: {} acknowledged, {} failed, {} indeterminate adds; lost {:?}, refused but present {:?}, unread {}",
+            "set: {} acknowledged, {} failed, {} indeterminate adds; lost {:?}, refused but present {:?}, unread {}; {} scanned, scan errors {:?}",
             s.acknowledged,
             s.failed,
             s.indeterminate,
             s.lost,
             s.unexpected,
-            s.unread.len()
+            s.unread.len(),
+            s.scanned,
+            s.scan_errors
         );
     }
     out

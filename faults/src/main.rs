@@ -33,7 +33,12 @@ struct Args {
     /// or black-holed), delay (every link of one node held 50–400 ms per
     /// chunk), wipe (SIGKILL, data dir deleted, started again: it joins as
     /// a new member and its replicas are rebuilt), throttle (every link of
-    /// one node limited to 16 KiB/s–1 MiB/s each way).
+    /// one node limited to 16 KiB/s–1 MiB/s each way), oneway (one node's
+    /// inbound or outbound links cut or black-holed), clock (one node's
+    /// wall clock stepped 1 min–2 h forward or back while it runs; needs
+    /// libfaketime), disk (WAL or engine ENOSPC or fsync EIO on one node,
+    /// then off and, if it poisoned the node, a restart; needs an aerie
+    /// built with `--features fault-injection`).
     #[arg(
         long,
         default_value = "kill,pause,partition,delay",

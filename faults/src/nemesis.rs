@@ -34,7 +34,27 @@ pub enum Kind {
     /// Every link to and from the target throttled (16 KiB/s–1 MiB/s each
     /// direction), then healed.
     Throttle,
+    /// The target's links in one direction only cut or black-holed: it
+    /// hears the others but is not heard, or is heard but hears nothing.
+    OneWay,
+    /// The target's wall clock stepped 1 min–2 h forward or back while it
+    /// runs (libfaketime, monotonic clock untouched), then set right.
+    Clock,
+    /// A disk fault switched on in the target's WAL or engine file layer
+    /// (ENOSPC or fsync EIO; a `fault-injection` build), then off, and the
+    /// node restarted when the fault poisoned its WAL or engine.
+    Disk,
 }
+
+/// The disk faults a `Disk` fault draws from, as the node's fault control
+/// file names them (`src/node/fault_control.rs`), and whether each leaves
+/// the WAL or engine poisoned until a restart.
+pub const DISK_FAULTS: [(&str, bool); 4] = [
+    ("wal-fsync-eio", true),
+    ("wal-enospc", true),
+    ("engine-enospc", false),
+    ("engine-fsync-eio", true),
+];
 
 /// How a partition splits the nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,8 +79,11 @@ impl FromStr for Kind {
             "delay" => Ok(Kind::Delay),
             "wipe" => Ok(Kind::Wipe),
             "throttle" => Ok(Kind::Throttle),
+            "oneway" => Ok(Kind::OneWay),
+            "clock" => Ok(Kind::Clock),
+            "disk" => Ok(Kind::Disk),
             other => Err(format!(
-                "unknown nemesis {other:?} (known: kill, pause, partition, delay, wipe, throttle)"
+                "unknown nemesis {other:?} (known: kill, pause, partition, delay, wipe, throttle, oneway, clock, disk)"
             )),
         }
     }
@@ -92,6 +115,13 @@ pub struct Fault {
     /// For a throttle: bytes a second each way (0 for other faults; drawn
     /// only for throttles, so the other kinds' schedules stay as they were).
     pub throttle_bytes_per_sec: u64,
+    /// For a one-way fault: the target's inbound links fail (else its
+    /// outbound ones).
+    pub inbound: bool,
+    /// For a clock fault: the step of the target's wall clock, seconds.
+    pub clock_offset_secs: i64,
+    /// For a disk fault: an index into [`DISK_FAULTS`].
+    pub disk_fault: usize,
 }
 
 /// What the executor did, in ms from the start of the workload.
@@ -132,10 +162,26 @@ pub fn schedule(seed: u64, duration_ms: u64, kinds: &[Kind], nodes: usize) -> Ve
                 Kind::Throttle => rng.random_range(16 << 10..1 << 20),
                 _ => 0,
             },
+            // Drawn only for their own kinds, like the throttle's rate.
+            inbound: kind == Kind::OneWay && rng.random_bool(0.5),
+            clock_offset_secs: match kind {
+                Kind::Clock => draw_clock_step(&mut rng),
+                _ => 0,
+            },
+            disk_fault: match kind {
+                Kind::Disk => rng.random_range(0..DISK_FAULTS.len()),
+                _ => 0,
+            },
         });
         at_ms += hold_ms + rng.random_range(1_000..3_000);
     }
     faults
+}
+
+/// A wall-clock step of 1 min to 2 h, forward or back.
+fn draw_clock_step(rng: &mut StdRng) -> i64 {
+    let secs = rng.random_range(60..7_200);
+    if rng.random_bool(0.5) { secs } else { -secs }
 }
 
 fn draw_split(rng: &mut StdRng, nodes: usize) -> Split {
@@ -181,16 +227,30 @@ fn delay(cluster: &Cluster, fault: &Fault, victim: usize) {
     }
 }
 
+fn cut_rule(fault: &Fault) -> Rule {
+    if fault.blackhole {
+        Rule::Blackhole
+    } else {
+        Rule::Cut
+    }
+}
+
+/// The victim's links in one direction fail.
+fn one_way(cluster: &Cluster, fault: &Fault, victim: usize) {
+    for other in (0..cluster.nodes.len()).filter(|&n| n != victim) {
+        match fault.inbound {
+            true => cluster.proxy.set(other, victim, cut_rule(fault)),
+            false => cluster.proxy.set(victim, other, cut_rule(fault)),
+        }
+    }
+}
+
 fn partition(cluster: &Cluster, fault: &Fault, victim: usize) {
     let nodes = cluster.nodes.len();
     let Some(split) = &fault.split else {
         return;
     };
-    let rule = if fault.blackhole {
-        Rule::Blackhole
-    } else {
-        Rule::Cut
-    };
+    let rule = cut_rule(fault);
     for a in 0..nodes {
         for b in (0..nodes).filter(|&b| b != a) {
             if !connected(split, victim, nodes, a, b) {
@@ -219,69 +279,16 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, faults: Vec<Fault>, start: Instan
             });
             continue;
         };
-        {
-            let mut c = cluster.lock().await;
-            match fault.kind {
-                Kind::Kill => c.kill(victim),
-                Kind::Pause => c.pause(victim),
-                Kind::Partition => partition(&c, &fault, victim),
-                Kind::Delay | Kind::Throttle => delay(&c, &fault, victim),
-                Kind::Wipe => {
-                    if let Err(e) = c.wipe(victim) {
-                        events.push(Event {
-                            at_ms: now_ms(),
-                            what: format!("wiping node {victim} failed: {e}"),
-                        });
-                    }
-                }
-            }
-        }
-        let what = match (&fault.kind, &fault.split) {
-            (Kind::Partition, Some(Split::Isolate)) | (Kind::Partition, None) => {
-                format!("Partition isolating node {victim} ({:?})", fault.target)
-            }
-            (Kind::Partition, Some(split)) => format!("Partition {split:?}"),
-            (Kind::Delay, _) => format!(
-                "Delay {} ms on every link of node {victim} ({:?})",
-                fault.delay_ms, fault.target
-            ),
-            (Kind::Throttle, _) => format!(
-                "Throttle every link of node {victim} to {} B/s ({:?})",
-                fault.throttle_bytes_per_sec, fault.target
-            ),
-            _ => format!("{:?} node {victim} ({:?})", fault.kind, fault.target),
-        };
-        let how = if fault.kind == Kind::Partition && fault.blackhole {
-            ", black-holed"
-        } else {
-            ""
-        };
+        let struck = strike(&mut *cluster.lock().await, &fault, victim);
         events.push(Event {
             at_ms: now_ms(),
-            what: format!("{what}{how}"),
+            what: match struck {
+                Ok(()) => describe(&fault, victim),
+                Err(e) => format!("{:?} of node {victim} failed: {e}", fault.kind),
+            },
         });
         tokio::time::sleep(Duration::from_millis(fault.hold_ms)).await;
-        let healed = {
-            let mut c = cluster.lock().await;
-            match fault.kind {
-                Kind::Kill => c.restart(victim).map(|()| format!("restart node {victim}")),
-                Kind::Wipe => match c.restart(victim) {
-                    Ok(()) => c
-                        .rename(victim)
-                        .await
-                        .map(|()| format!("restart node {victim} empty, as a new member")),
-                    Err(e) => Err(e),
-                },
-                Kind::Pause => {
-                    c.resume(victim);
-                    Ok(format!("resume node {victim}"))
-                }
-                Kind::Partition | Kind::Delay | Kind::Throttle => {
-                    c.proxy.heal();
-                    Ok("heal every link".to_string())
-                }
-            }
-        };
+        let healed = heal(&mut *cluster.lock().await, &fault, victim).await;
         events.push(Event {
             at_ms: now_ms(),
             what: match healed {
@@ -291,6 +298,93 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, faults: Vec<Fault>, start: Instan
         });
     }
     events
+}
+
+fn strike(c: &mut Cluster, fault: &Fault, victim: usize) -> Result<(), String> {
+    match fault.kind {
+        Kind::Kill => c.kill(victim),
+        Kind::Pause => c.pause(victim),
+        Kind::Partition => partition(c, fault, victim),
+        Kind::Delay | Kind::Throttle => delay(c, fault, victim),
+        Kind::OneWay => one_way(c, fault, victim),
+        Kind::Wipe => c.wipe(victim)?,
+        Kind::Clock => c.set_clock_offset(victim, fault.clock_offset_secs)?,
+        Kind::Disk => c.set_disk_fault(victim, DISK_FAULTS[fault.disk_fault].0)?,
+    }
+    Ok(())
+}
+
+/// What a fault did, for the log.
+fn describe(fault: &Fault, victim: usize) -> String {
+    let how = if fault.blackhole {
+        "black-holed"
+    } else {
+        "cut"
+    };
+    match (&fault.kind, &fault.split) {
+        (Kind::Partition, Some(Split::Isolate)) | (Kind::Partition, None) => {
+            format!(
+                "Partition isolating node {victim} ({:?}), {how}",
+                fault.target
+            )
+        }
+        (Kind::Partition, Some(split)) => format!("Partition {split:?}, {how}"),
+        (Kind::Delay, _) => format!(
+            "Delay {} ms on every link of node {victim} ({:?})",
+            fault.delay_ms, fault.target
+        ),
+        (Kind::Throttle, _) => format!(
+            "Throttle every link of node {victim} to {} B/s ({:?})",
+            fault.throttle_bytes_per_sec, fault.target
+        ),
+        (Kind::OneWay, _) => format!(
+            "One-way: every link {} node {victim} {how} ({:?})",
+            if fault.inbound { "into" } else { "out of" },
+            fault.target
+        ),
+        (Kind::Clock, _) => format!(
+            "Clock of node {victim} stepped {:+} s ({:?})",
+            fault.clock_offset_secs, fault.target
+        ),
+        (Kind::Disk, _) => format!(
+            "Disk fault {} on node {victim} ({:?})",
+            DISK_FAULTS[fault.disk_fault].0, fault.target
+        ),
+        _ => format!("{:?} node {victim} ({:?})", fault.kind, fault.target),
+    }
+}
+
+async fn heal(c: &mut Cluster, fault: &Fault, victim: usize) -> Result<String, String> {
+    match fault.kind {
+        Kind::Kill => c.restart(victim).map(|()| format!("restart node {victim}")),
+        Kind::Wipe => {
+            c.restart(victim)?;
+            c.rename(victim).await?;
+            Ok(format!("restart node {victim} empty, as a new member"))
+        }
+        Kind::Pause => {
+            c.resume(victim);
+            Ok(format!("resume node {victim}"))
+        }
+        Kind::Partition | Kind::Delay | Kind::Throttle | Kind::OneWay => {
+            c.proxy.heal();
+            Ok("heal every link".to_string())
+        }
+        Kind::Clock => {
+            c.set_clock_offset(victim, 0)?;
+            Ok(format!("set the clock of node {victim} right"))
+        }
+        Kind::Disk => {
+            let (name, poisons) = DISK_FAULTS[fault.disk_fault];
+            c.set_disk_fault(victim, "none")?;
+            if !poisons {
+                return Ok(format!("disk fault {name} off on node {victim}"));
+            }
+            c.kill(victim);
+            c.restart(victim)?;
+            Ok(format!("disk fault {name} off, node {victim} restarted"))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //!   acknowledged and those attempted (acknowledged plus indeterminate).
 //! * set: unique adds (a new record per element); after the quiet period
 //!   every acknowledged element is present, and no element whose add was
-//!   definitely refused is (a definite error means it did not run).
+//!   definitely refused is (a definite error means it did not run): each
+//!   attempted element is read back, and a scan of the whole set must return
+//!   every acknowledged element once and nothing never attempted.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +29,8 @@ const BIN: &str = "n";
 const FINAL_READERS: usize = 8;
 /// How long the final read of one key keeps trying.
 const FINAL_READ_DEADLINE: Duration = Duration::from_secs(20);
+/// How long the final scan keeps trying (a scan that fails starts again).
+const FINAL_SCAN_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A counter key whose final value is outside what the history allows.
 #[derive(Debug, Clone, Serialize)]
@@ -58,6 +62,22 @@ pub struct SetReport {
     pub unexpected: Vec<i64>,
     /// Elements whose final read never got an answer.
     pub unread: Vec<i64>,
+    /// Records the final scan returned.
+    pub scanned: u64,
+    /// What the final scan got wrong: acknowledged elements it did not
+    /// return, elements it returned twice or that were never attempted or
+    /// definitely refused, or its error.
+    pub scan_errors: Vec<String>,
+}
+
+impl SetReport {
+    /// Nothing lost, nothing unexpected, everything read and scanned.
+    pub fn passed(&self) -> bool {
+        self.lost.is_empty()
+            && self.unexpected.is_empty()
+            && self.unread.is_empty()
+            && self.scan_errors.is_empty()
+    }
 }
 
 /// Reads `key` until an answer (a record, or none) or the deadline.
@@ -209,7 +229,71 @@ pub async fn set(client: Arc<Client>, clients: u32, until: Instant) -> SetReport
             report.unread.extend(unread);
         }
     }
+    let outcomes: BTreeMap<i64, Outcome> = outcomes.into_iter().collect();
+    match scan_final(&client).await {
+        Ok(scanned) => {
+            report.scanned = scanned.len() as u64;
+            report.scan_errors = judge_scan(&outcomes, &scanned);
+        }
+        Err(e) => report
+            .scan_errors
+            .push(format!("the final scan failed: {e}")),
+    }
     report
+}
+
+/// Every element a scan of the whole set returns, in order (a repeat
+/// appears twice), trying again from the start until the deadline.
+async fn scan_final(client: &Client) -> Result<Vec<i64>, AsError> {
+    use futures::StreamExt as _;
+    let deadline = Instant::now() + FINAL_SCAN_DEADLINE;
+    loop {
+        let statement = aerospike::Statement::new(NAMESPACE, ELEMENT_SET, Bins::All);
+        let policy = aerospike::QueryPolicy::default();
+        let attempt = async {
+            let records = client
+                .query(&policy, aerospike::PartitionFilter::all(), statement)
+                .await?;
+            let mut stream = records.into_stream();
+            let mut elements = Vec::new();
+            while let Some(record) = stream.next().await {
+                if let Some(Value::Int(element)) = record?.bins.get(BIN) {
+                    elements.push(*element);
+                }
+            }
+            Ok::<Vec<i64>, AsError>(elements)
+        };
+        match attempt.await {
+            Ok(elements) => return Ok(elements),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// What a scan returning `scanned` got wrong against the adds' `outcomes`.
+fn judge_scan(outcomes: &BTreeMap<i64, Outcome>, scanned: &[i64]) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut seen: BTreeMap<i64, u32> = BTreeMap::new();
+    for element in scanned {
+        *seen.entry(*element).or_default() += 1;
+    }
+    for (element, times) in &seen {
+        match outcomes.get(element) {
+            None => errors.push(format!("scanned {element}, never attempted")),
+            Some(Outcome::Failed { .. }) => {
+                errors.push(format!("scanned {element}, whose add was refused"))
+            }
+            Some(_) if *times > 1 => errors.push(format!("scanned {element} {times} times")),
+            Some(_) => {}
+        }
+    }
+    for (element, outcome) in outcomes {
+        if matches!(outcome, Outcome::Ok { .. }) && !seen.contains_key(element) {
+            errors.push(format!("acknowledged {element} missing from the scan"));
+        }
+    }
+    errors
 }
 
 /// The elements of `part` that are lost (acknowledged, absent), unexpected
@@ -229,4 +313,37 @@ async fn check_elements(
         }
     }
     (lost, unexpected, unread)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scan_must_return_each_acknowledged_element_once_and_nothing_else() {
+        let ok = || Outcome::Ok { read: None };
+        let outcomes: BTreeMap<i64, Outcome> = [
+            (1, ok()),
+            (2, ok()),
+            (3, Outcome::Failed { code: "x".into() }),
+            (4, Outcome::Unknown { error: "t".into() }),
+        ]
+        .into_iter()
+        .collect();
+        assert!(judge_scan(&outcomes, &[2, 1]).is_empty());
+        assert!(
+            judge_scan(&outcomes, &[1, 2, 4]).is_empty(),
+            "in doubt may be there"
+        );
+        let errors = judge_scan(&outcomes, &[1, 1, 3, 9]);
+        assert_eq!(
+            errors,
+            [
+                "scanned 1 2 times",
+                "scanned 3, whose add was refused",
+                "scanned 9, never attempted",
+                "acknowledged 2 missing from the scan",
+            ]
+        );
+    }
 }

@@ -617,7 +617,7 @@ fn first_proposal_id(node_id: u64) -> u64 {
 
 /// The engine's background driver: block flushes, periodic checkpoints
 /// (which advance the durable applied index the log is compacted behind) on
-/// the wall clock; expiry reclaimed at the replicated clock.
+/// the monotonic clock; expiry reclaimed at the replicated clock.
 fn start_background(
     config: &NodeConfig,
     engine: &Arc<Engine>,

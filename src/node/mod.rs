@@ -10,6 +10,8 @@ mod cluster;
 pub mod config;
 mod convert;
 mod disk;
+#[cfg(feature = "fault-injection")]
+pub mod fault_control;
 mod formation;
 mod handler;
 mod metrics;
@@ -141,9 +143,14 @@ fn node_config(config: &NodeFileConfig, dd: &DataDir, voters: Vec<u64>) -> Resul
     Ok(node)
 }
 
-/// Runs a node until SIGTERM or SIGINT.
+/// Runs a node until SIGTERM or SIGINT (in a `fault-injection` build, on
+/// the fault layers when `AERIE_FAULT_CONTROL_FILE` is set).
 pub fn run(config: NodeFileConfig) -> Result<()> {
-    run_with(config, Hooks::default())
+    #[cfg(feature = "fault-injection")]
+    let hooks = fault_control::hooks_from_env();
+    #[cfg(not(feature = "fault-injection"))]
+    let hooks = Hooks::default();
+    run_with(config, hooks)
 }
 
 /// Runs a node until SIGTERM, SIGINT or `hooks.stop`.
