@@ -357,18 +357,33 @@ impl Cluster {
     }
 
     /// The index of the node that `cluster-status` of a running node names
-    /// as the leader of shard 0, if one is known.
-    pub async fn leader_of_shard_0(&self) -> Option<usize> {
-        let addresses = self.addresses();
-        for (_, address) in addresses.iter().enumerate().filter(|(i, _)| self.is_up(*i)) {
-            let Ok(answer) = info(address, "cluster-status").await else {
+    /// as the leader of shard 0, or why none is known.
+    pub async fn leader_of_shard_0(&self) -> Result<usize, String> {
+        let mut why = String::from("no node is up");
+        for (i, address) in self.addresses().iter().enumerate() {
+            if !self.is_up(i) {
                 continue;
+            }
+            let status = match info(address, "cluster-status").await {
+                Ok(answer) => aerie::cluster_cmd::parse(&answer).map_err(|e| e.to_string()),
+                Err(e) => Err(e),
             };
-            let status = aerie::cluster_cmd::parse(&answer).ok()?;
-            let leader = &status.shards.first()?.replicas.leader;
-            return self.names.iter().position(|name| name == leader);
+            let leader = match status {
+                Ok(status) => status.shards.first().map(|s| s.replicas.leader.clone()),
+                Err(e) => {
+                    why = format!("node {i}: {e}");
+                    continue;
+                }
+            };
+            match leader {
+                Some(leader) => match self.names.iter().position(|name| *name == leader) {
+                    Some(index) => return Ok(index),
+                    None => why = format!("node {i} names {leader:?}, not one of {:?}", self.names),
+                },
+                None => why = format!("node {i} lists no shard"),
+            }
         }
-        None
+        Err(why)
     }
 }
 

@@ -269,15 +269,18 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, faults: Vec<Fault>, start: Instan
         let at = start + Duration::from_millis(fault.at_ms);
         tokio::time::sleep_until(at.into()).await;
         let victim = match fault.target {
-            Target::Node(i) => Some(i),
+            Target::Node(i) => Ok(i),
             Target::Leader => cluster.lock().await.leader_of_shard_0().await,
         };
-        let Some(victim) = victim else {
-            events.push(Event {
-                at_ms: now_ms(),
-                what: format!("{:?} of the leader skipped: no leader known", fault.kind),
-            });
-            continue;
+        let victim = match victim {
+            Ok(victim) => victim,
+            Err(why) => {
+                events.push(Event {
+                    at_ms: now_ms(),
+                    what: format!("{:?} of the leader skipped: {why}", fault.kind),
+                });
+                continue;
+            }
         };
         let struck = strike(&mut *cluster.lock().await, &fault, victim);
         events.push(Event {
@@ -426,5 +429,30 @@ mod tests {
         }
         let partitions = schedule(3, 60_000, &[Kind::Partition], 5);
         assert!(partitions.iter().all(|f| f.split.is_some()));
+    }
+
+    #[test]
+    fn clock_and_disk_faults_draw_their_own_parameters_only() {
+        let kinds = [Kind::Clock, Kind::Disk, Kind::OneWay, Kind::Kill];
+        let faults = schedule(11, 600_000, &kinds, 3);
+        for kind in kinds {
+            assert!(faults.iter().any(|f| f.kind == kind), "{kind:?} drawn");
+        }
+        for f in &faults {
+            let step = f.clock_offset_secs.unsigned_abs();
+            assert_eq!(f.kind == Kind::Clock, (60..7_200).contains(&step), "{f:?}");
+            assert!(f.disk_fault < DISK_FAULTS.len());
+            assert!(f.kind == Kind::Disk || f.disk_fault == 0, "{f:?}");
+            assert!(f.kind == Kind::OneWay || !f.inbound, "{f:?}");
+        }
+        let disk: Vec<usize> = faults
+            .iter()
+            .filter(|f| f.kind == Kind::Disk)
+            .map(|f| f.disk_fault)
+            .collect();
+        assert!(
+            disk.windows(2).any(|w| w[0] != w[1]),
+            "more than one disk fault: {disk:?}"
+        );
     }
 }
