@@ -5,6 +5,7 @@
 #   bash benches/faults_campaign.sh FIRST_SEED LAST_SEED [NODES] [SECS]
 #
 # Seeds alternate between NODES (default 3) and 5 nodes when NODES is "mix".
+# MULTI=1 passes --multi (kills, pauses and partitions of several nodes).
 # Needs libfaketime (apt-get install libfaketime). Work dirs stay under
 # $OUT (default /tmp/aerie-campaign); exit 1 if any run failed.
 set -euo pipefail
@@ -20,7 +21,7 @@ for seed in $(seq "$first" "$last"); do
     if [ "$nodes" = mix ]; then n=$(( seed % 3 == 0 ? 5 : 3 )); fi
     dir="$out/seed-$seed"; rm -rf "$dir"
     if target/release/aerie-faults --nodes "$n" --duration-secs "$secs" --nemesis "$nemeses" \
-        --workload register,counter,set --clients 4 --seed "$seed" --work-dir "$dir" \
+        --workload register,counter,set --clients 4 --seed "$seed" --work-dir "$dir" ${MULTI:+--multi} \
         > "$out/seed-$seed.txt" 2>&1; then
         echo "seed $seed ($n nodes): PASSED"
     else

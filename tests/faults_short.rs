@@ -41,6 +41,7 @@ async fn kills_and_pauses_of_three_nodes_leave_every_register_linearizable() {
             duration_secs: 25,
             quiet_secs: 8,
             nemeses: nemeses(),
+            multi: false,
             workloads: vec![
                 WorkloadKind::Register,
                 WorkloadKind::Counter,

@@ -356,9 +356,10 @@ impl Cluster {
         }
     }
 
-    /// The index of the node that `cluster-status` of a running node names
-    /// as the leader of shard 0, or why none is known.
-    pub async fn leader_of_shard_0(&self) -> Result<usize, String> {
+    /// The index of each shard's leader, in shard order, as `cluster-status`
+    /// of the first running node that answers names them (shards whose
+    /// leader is unknown left out), or why none is known.
+    pub async fn shard_leaders(&self) -> Result<Vec<usize>, String> {
         let mut why = String::from("no node is up");
         for (i, address) in self.addresses().iter().enumerate() {
             if !self.is_up(i) {
@@ -368,19 +369,19 @@ impl Cluster {
                 Ok(answer) => aerie::cluster_cmd::parse(&answer).map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };
-            let leader = match status {
-                Ok(status) => status.shards.first().map(|s| s.replicas.leader.clone()),
-                Err(e) => {
-                    why = format!("node {i}: {e}");
-                    continue;
+            match status {
+                Ok(status) => {
+                    let leaders: Vec<usize> = status
+                        .shards
+                        .iter()
+                        .filter_map(|s| self.names.iter().position(|n| *n == s.replicas.leader))
+                        .collect();
+                    if !leaders.is_empty() {
+                        return Ok(leaders);
+                    }
+                    why = format!("node {i} names no leader among {:?}", self.names);
                 }
-            };
-            match leader {
-                Some(leader) => match self.names.iter().position(|name| *name == leader) {
-                    Some(index) => return Ok(index),
-                    None => why = format!("node {i} names {leader:?}, not one of {:?}", self.names),
-                },
-                None => why = format!("node {i} lists no shard"),
+                Err(e) => why = format!("node {i}: {e}"),
             }
         }
         Err(why)

@@ -77,6 +77,9 @@ pub struct Options {
     /// and every operation of the second half must succeed.
     pub quiet_secs: u64,
     pub nemeses: Vec<nemesis::Kind>,
+    /// Half the kills, pauses and partitions hit several nodes at once: a
+    /// minority, or the shards' leaders (up to a minority).
+    pub multi: bool,
     /// Run side by side, each with `clients` tasks.
     pub workloads: Vec<WorkloadKind>,
     pub seed: u64,
@@ -155,6 +158,7 @@ pub async fn run(options: &Options) -> Result<Report, String> {
         faulty.as_millis() as u64,
         &options.nemeses,
         options.nodes,
+        options.multi,
     );
     let start = Instant::now();
     let nemesis = tokio::spawn(nemesis::run(cluster.clone(), schedule.clone(), start));

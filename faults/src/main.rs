@@ -45,6 +45,12 @@ struct Args {
         value_delimiter = ','
     )]
     nemesis: Vec<nemesis::Kind>,
+    /// Half the kills and pauses hit a minority of the nodes at once (two
+    /// of five) or the nodes leading shards (up to a minority), and half the
+    /// partitions split the leaders off. Off: the schedule each seed always
+    /// had.
+    #[arg(long)]
+    multi: bool,
     /// Workloads run side by side, comma-separated: register (reads,
     /// writes, compare-and-set; linearizability), counter (increments;
     /// final value between acknowledged and attempted), set (unique adds;
@@ -102,6 +108,7 @@ fn run(args: Args) -> Result<bool, String> {
         duration_secs: args.duration_secs,
         quiet_secs: args.quiet_secs,
         nemeses: args.nemesis,
+        multi: args.multi,
         workloads: args.workload,
         seed: args.seed,
         clients: args.clients,

@@ -90,13 +90,25 @@ impl FromStr for Kind {
 }
 
 /// Whom a fault hits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     /// This node.
     Node(usize),
-    /// Whoever leads shard 0 when the fault starts.
+    /// Whoever leads shard 0 when the fault starts (or, while shard 0 has
+    /// none, the first shard that has one).
     Leader,
+    /// These nodes at once, a minority (kills and pauses, `--multi`).
+    Nodes(Vec<usize>),
+    /// The nodes leading shards when the fault starts, in shard order, up
+    /// to a minority of the nodes: killed or paused at once, or split off
+    /// from the rest (`--multi`).
+    Leaders,
+}
+
+/// Most nodes a fault may hit at once: a minority.
+pub fn minority(nodes: usize) -> usize {
+    (nodes.saturating_sub(1) / 2).max(1)
 }
 
 /// One fault of the schedule, in ms from the start of the workload.
@@ -133,8 +145,16 @@ pub struct Event {
 
 /// The faults of a run of `duration_ms`: the first after 2 s, each held 1–4
 /// s (a pause at least 3 election timeouts), then 1–3 s of calm before the
-/// next.
-pub fn schedule(seed: u64, duration_ms: u64, kinds: &[Kind], nodes: usize) -> Vec<Fault> {
+/// next. With `multi`, half the kills, pauses and partitions hit several
+/// nodes at once ([`Target::Nodes`], [`Target::Leaders`]); without it the
+/// schedule is what it always was for the seed.
+pub fn schedule(
+    seed: u64,
+    duration_ms: u64,
+    kinds: &[Kind],
+    nodes: usize,
+    multi: bool,
+) -> Vec<Fault> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut faults = Vec::new();
     let mut at_ms = 2_000;
@@ -150,7 +170,7 @@ pub fn schedule(seed: u64, duration_ms: u64, kinds: &[Kind], nodes: usize) -> Ve
             Target::Node(rng.random_range(0..nodes))
         };
         let split = (kind == Kind::Partition).then(|| draw_split(&mut rng, nodes));
-        faults.push(Fault {
+        let mut fault = Fault {
             at_ms,
             kind,
             target,
@@ -172,10 +192,31 @@ pub fn schedule(seed: u64, duration_ms: u64, kinds: &[Kind], nodes: usize) -> Ve
                 Kind::Disk => rng.random_range(0..DISK_FAULTS.len()),
                 _ => 0,
             },
-        });
+        };
+        if multi
+            && matches!(kind, Kind::Kill | Kind::Pause | Kind::Partition)
+            && rng.random_bool(0.5)
+        {
+            fault.target = draw_several(&mut rng, kind, nodes);
+        }
+        faults.push(fault);
         at_ms += hold_ms + rng.random_range(1_000..3_000);
     }
     faults
+}
+
+/// A target of several nodes: the leaders (split off, for a partition), or
+/// a random minority (for a kill or a pause) as often as the leaders.
+fn draw_several(rng: &mut StdRng, kind: Kind, nodes: usize) -> Target {
+    if kind == Kind::Partition || rng.random_bool(0.5) {
+        return Target::Leaders;
+    }
+    let mut all: Vec<usize> = (0..nodes).collect();
+    let mut some: Vec<usize> = (0..minority(nodes))
+        .map(|_| all.remove(rng.random_range(0..all.len())))
+        .collect();
+    some.sort_unstable();
+    Target::Nodes(some)
 }
 
 /// A wall-clock step of 1 min to 2 h, forward or back.
@@ -189,10 +230,9 @@ fn draw_split(rng: &mut StdRng, nodes: usize) -> Split {
         0 => Split::Isolate,
         1 if nodes >= 5 => Split::Ring,
         _ => {
-            let minority = (nodes - 1) / 2;
             let mut all: Vec<usize> = (0..nodes).collect();
             let mut side = Vec::new();
-            for _ in 0..minority.max(1) {
+            for _ in 0..minority(nodes) {
                 side.push(all.remove(rng.random_range(0..all.len())));
             }
             side.sort_unstable();
@@ -227,8 +267,8 @@ fn delay(cluster: &Cluster, fault: &Fault, victim: usize) {
     }
 }
 
-fn cut_rule(fault: &Fault) -> Rule {
-    if fault.blackhole {
+fn cut_rule(blackhole: bool) -> Rule {
+    if blackhole {
         Rule::Blackhole
     } else {
         Rule::Cut
@@ -239,18 +279,15 @@ fn cut_rule(fault: &Fault) -> Rule {
 fn one_way(cluster: &Cluster, fault: &Fault, victim: usize) {
     for other in (0..cluster.nodes.len()).filter(|&n| n != victim) {
         match fault.inbound {
-            true => cluster.proxy.set(other, victim, cut_rule(fault)),
-            false => cluster.proxy.set(victim, other, cut_rule(fault)),
+            true => cluster.proxy.set(other, victim, cut_rule(fault.blackhole)),
+            false => cluster.proxy.set(victim, other, cut_rule(fault.blackhole)),
         }
     }
 }
 
-fn partition(cluster: &Cluster, fault: &Fault, victim: usize) {
+fn partition(cluster: &Cluster, split: &Split, blackhole: bool, victim: usize) {
     let nodes = cluster.nodes.len();
-    let Some(split) = &fault.split else {
-        return;
-    };
-    let rule = cut_rule(fault);
+    let rule = cut_rule(blackhole);
     for a in 0..nodes {
         for b in (0..nodes).filter(|&b| b != a) {
             if !connected(split, victim, nodes, a, b) {
@@ -268,46 +305,72 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, faults: Vec<Fault>, start: Instan
     for fault in faults {
         let at = start + Duration::from_millis(fault.at_ms);
         tokio::time::sleep_until(at.into()).await;
-        let victim = match fault.target {
-            Target::Node(i) => Ok(i),
-            Target::Leader => cluster.lock().await.leader_of_shard_0().await,
-        };
-        let victim = match victim {
-            Ok(victim) => victim,
+        let victims = match victims(&*cluster.lock().await, &fault.target).await {
+            Ok(victims) => victims,
             Err(why) => {
                 events.push(Event {
                     at_ms: now_ms(),
-                    what: format!("{:?} of the leader skipped: {why}", fault.kind),
+                    what: format!("{:?} of {:?} skipped: {why}", fault.kind, fault.target),
                 });
                 continue;
             }
         };
-        let struck = strike(&mut *cluster.lock().await, &fault, victim);
+        let struck = strike(&mut *cluster.lock().await, &fault, &victims);
         events.push(Event {
             at_ms: now_ms(),
             what: match struck {
-                Ok(()) => describe(&fault, victim),
-                Err(e) => format!("{:?} of node {victim} failed: {e}", fault.kind),
+                Ok(()) => describe(&fault, &victims),
+                Err(e) => format!("{:?} of nodes {victims:?} failed: {e}", fault.kind),
             },
         });
         tokio::time::sleep(Duration::from_millis(fault.hold_ms)).await;
-        let healed = heal(&mut *cluster.lock().await, &fault, victim).await;
+        let healed = heal(&mut *cluster.lock().await, &fault, &victims).await;
         events.push(Event {
             at_ms: now_ms(),
             what: match healed {
                 Ok(how) => how,
-                Err(e) => format!("healing node {victim} failed: {e}"),
+                Err(e) => format!("healing nodes {victims:?} failed: {e}"),
             },
         });
     }
     events
 }
 
-fn strike(c: &mut Cluster, fault: &Fault, victim: usize) -> Result<(), String> {
+/// The nodes `target` names now (never empty).
+async fn victims(cluster: &Cluster, target: &Target) -> Result<Vec<usize>, String> {
+    match target {
+        Target::Node(i) => Ok(vec![*i]),
+        Target::Nodes(nodes) => Ok(nodes.clone()),
+        Target::Leader => Ok(vec![
+            *cluster.shard_leaders().await?.first().ok_or("no shard")?,
+        ]),
+        Target::Leaders => {
+            let mut leaders = Vec::new();
+            for leader in cluster.shard_leaders().await? {
+                if !leaders.contains(&leader) && leaders.len() < minority(cluster.nodes.len()) {
+                    leaders.push(leader);
+                }
+            }
+            leaders.sort_unstable();
+            Ok(leaders)
+        }
+    }
+}
+
+fn strike(c: &mut Cluster, fault: &Fault, victims: &[usize]) -> Result<(), String> {
+    let victim = victims[0];
     match fault.kind {
-        Kind::Kill => c.kill(victim),
-        Kind::Pause => c.pause(victim),
-        Kind::Partition => partition(c, fault, victim),
+        Kind::Kill => victims.iter().for_each(|&v| c.kill(v)),
+        Kind::Pause => victims.iter().for_each(|&v| c.pause(v)),
+        Kind::Partition if fault.target == Target::Leaders => {
+            let split = Split::Halves(victims.to_vec());
+            partition(c, &split, fault.blackhole, victim);
+        }
+        Kind::Partition => {
+            if let Some(split) = &fault.split {
+                partition(c, split, fault.blackhole, victim);
+            }
+        }
         Kind::Delay | Kind::Throttle => delay(c, fault, victim),
         Kind::OneWay => one_way(c, fault, victim),
         Kind::Wipe => c.wipe(victim)?,
@@ -318,56 +381,65 @@ fn strike(c: &mut Cluster, fault: &Fault, victim: usize) -> Result<(), String> {
 }
 
 /// What a fault did, for the log.
-fn describe(fault: &Fault, victim: usize) -> String {
+fn describe(fault: &Fault, victims: &[usize]) -> String {
     let how = if fault.blackhole {
         "black-holed"
     } else {
         "cut"
     };
+    let (victim, target) = (victims[0], &fault.target);
     match (&fault.kind, &fault.split) {
+        (Kind::Partition, _) if *target == Target::Leaders => {
+            format!("Partition splitting off the leaders {victims:?}, {how}")
+        }
         (Kind::Partition, Some(Split::Isolate)) | (Kind::Partition, None) => {
-            format!(
-                "Partition isolating node {victim} ({:?}), {how}",
-                fault.target
-            )
+            format!("Partition isolating node {victim} ({target:?}), {how}")
         }
         (Kind::Partition, Some(split)) => format!("Partition {split:?}, {how}"),
         (Kind::Delay, _) => format!(
-            "Delay {} ms on every link of node {victim} ({:?})",
-            fault.delay_ms, fault.target
+            "Delay {} ms on every link of node {victim} ({target:?})",
+            fault.delay_ms
         ),
         (Kind::Throttle, _) => format!(
-            "Throttle every link of node {victim} to {} B/s ({:?})",
-            fault.throttle_bytes_per_sec, fault.target
+            "Throttle every link of node {victim} to {} B/s ({target:?})",
+            fault.throttle_bytes_per_sec
         ),
         (Kind::OneWay, _) => format!(
-            "One-way: every link {} node {victim} {how} ({:?})",
-            if fault.inbound { "into" } else { "out of" },
-            fault.target
+            "One-way: every link {} node {victim} {how} ({target:?})",
+            if fault.inbound { "into" } else { "out of" }
         ),
         (Kind::Clock, _) => format!(
-            "Clock of node {victim} stepped {:+} s ({:?})",
-            fault.clock_offset_secs, fault.target
+            "Clock of node {victim} stepped {:+} s ({target:?})",
+            fault.clock_offset_secs
         ),
         (Kind::Disk, _) => format!(
-            "Disk fault {} on node {victim} ({:?})",
-            DISK_FAULTS[fault.disk_fault].0, fault.target
+            "Disk fault {} on node {victim} ({target:?})",
+            DISK_FAULTS[fault.disk_fault].0
         ),
-        _ => format!("{:?} node {victim} ({:?})", fault.kind, fault.target),
+        (Kind::Kill | Kind::Pause, _) if victims.len() > 1 => {
+            format!("{:?} nodes {victims:?} ({target:?})", fault.kind)
+        }
+        _ => format!("{:?} node {victim} ({target:?})", fault.kind),
     }
 }
 
-async fn heal(c: &mut Cluster, fault: &Fault, victim: usize) -> Result<String, String> {
+async fn heal(c: &mut Cluster, fault: &Fault, victims: &[usize]) -> Result<String, String> {
+    let victim = victims[0];
     match fault.kind {
-        Kind::Kill => c.restart(victim).map(|()| format!("restart node {victim}")),
+        Kind::Kill => {
+            for &v in victims {
+                c.restart(v)?;
+            }
+            Ok(format!("restart nodes {victims:?}"))
+        }
         Kind::Wipe => {
             c.restart(victim)?;
             c.rename(victim).await?;
             Ok(format!("restart node {victim} empty, as a new member"))
         }
         Kind::Pause => {
-            c.resume(victim);
-            Ok(format!("resume node {victim}"))
+            victims.iter().for_each(|&v| c.resume(v));
+            Ok(format!("resume nodes {victims:?}"))
         }
         Kind::Partition | Kind::Delay | Kind::Throttle | Kind::OneWay => {
             c.proxy.heal();
@@ -397,19 +469,19 @@ mod tests {
     #[test]
     fn a_seed_gives_one_schedule_of_faults_that_do_not_overlap() {
         let kinds = [Kind::Kill, Kind::Pause];
-        let a = schedule(7, 60_000, &kinds, 3);
-        let b = schedule(7, 60_000, &kinds, 3);
+        let a = schedule(7, 60_000, &kinds, 3, false);
+        let b = schedule(7, 60_000, &kinds, 3, false);
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
         assert!(a.len() >= 8, "{a:?}");
         assert_ne!(
             format!("{a:?}"),
-            format!("{:?}", schedule(8, 60_000, &kinds, 3))
+            format!("{:?}", schedule(8, 60_000, &kinds, 3, false))
         );
         for pair in a.windows(2) {
             assert!(pair[0].at_ms + pair[0].hold_ms < pair[1].at_ms);
         }
         assert!(a.iter().all(|f| f.at_ms + f.hold_ms < 60_000));
-        assert!(schedule(7, 60_000, &[], 3).is_empty());
+        assert!(schedule(7, 60_000, &[], 3, false).is_empty());
     }
 
     #[test]
@@ -427,14 +499,37 @@ mod tests {
                 assert!(seen > n / 2 && seen < n, "n={n} a={a}: a majority, not all");
             }
         }
-        let partitions = schedule(3, 60_000, &[Kind::Partition], 5);
+        let partitions = schedule(3, 60_000, &[Kind::Partition], 5, false);
         assert!(partitions.iter().all(|f| f.split.is_some()));
+    }
+
+    #[test]
+    fn multi_node_faults_hit_a_minority_or_the_leaders_and_only_kill_pause_or_split() {
+        let kinds = [Kind::Kill, Kind::Pause, Kind::Partition, Kind::Wipe];
+        let faults = schedule(5, 600_000, &kinds, 5, true);
+        let several = |f: &&Fault| matches!(f.target, Target::Nodes(_) | Target::Leaders);
+        assert!(faults.iter().filter(several).count() >= 10, "{faults:?}");
+        for f in faults.iter().filter(several) {
+            assert_ne!(f.kind, Kind::Wipe, "a wipe stays one node: {f:?}");
+            if let Target::Nodes(nodes) = &f.target {
+                assert_eq!(nodes.len(), minority(5), "{f:?}");
+                assert_ne!(f.kind, Kind::Partition, "{f:?}");
+            }
+        }
+        assert!(faults.iter().any(|f| matches!(f.target, Target::Nodes(_))));
+        assert!(
+            faults
+                .iter()
+                .any(|f| f.kind == Kind::Partition && f.target == Target::Leaders)
+        );
+        assert_eq!(minority(3), 1);
+        assert_eq!(minority(7), 3);
     }
 
     #[test]
     fn clock_and_disk_faults_draw_their_own_parameters_only() {
         let kinds = [Kind::Clock, Kind::Disk, Kind::OneWay, Kind::Kill];
-        let faults = schedule(11, 600_000, &kinds, 3);
+        let faults = schedule(11, 600_000, &kinds, 3, false);
         for kind in kinds {
             assert!(faults.iter().any(|f| f.kind == kind), "{kind:?} drawn");
         }
