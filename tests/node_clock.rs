@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use aerospike::{Bins, Client, ClientPolicy, ReadPolicy, Value, WritePolicy, as_bin, as_key};
@@ -17,14 +17,6 @@ use common::{NodeProcess, free_port};
 /// How long a checkpoint may take to appear after the clock step (the
 /// interval is 300 ms).
 const CHECKPOINT_WAIT: Duration = Duration::from_secs(10);
-
-fn libfaketime() -> PathBuf {
-    ["/usr/lib/x86_64-linux-gnu/faketime", "/usr/lib/faketime"]
-        .iter()
-        .map(|dir| Path::new(dir).join("libfaketimeMT.so.1"))
-        .find(|p| p.exists())
-        .expect("this test needs libfaketime (apt-get install libfaketime; .ci/run does)")
-}
 
 fn checkpoint_mtime(data: &Path) -> Option<SystemTime> {
     let ckpt = data.join("engine").join("test").join("index.ckpt");
@@ -47,12 +39,9 @@ async fn a_wall_clock_stepped_back_an_hour_holds_no_checkpoint_and_loses_no_writ
     std::fs::write(&config, "[engine]\ncheckpoint_interval_ms = 300\n").unwrap();
     let clock = dir.path().join("clock");
     std::fs::write(&clock, "+0\n").unwrap();
-    let env = [
-        ("LD_PRELOAD", libfaketime().display().to_string()),
-        ("FAKETIME_TIMESTAMP_FILE", clock.display().to_string()),
-        ("FAKETIME_CACHE_DURATION", "1".to_string()),
-        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
-    ];
+    // .ci/run installs libfaketime; the error says how.
+    let lib = aerie_faults::cluster::find_libfaketime().unwrap();
+    let env = aerie_faults::cluster::faketime_env(&lib, &clock);
     let node = NodeProcess::start_env(&data, free_port(), Some(&config), false, &env);
     let client = Client::new(&ClientPolicy::default(), &node.address())
         .await

@@ -51,7 +51,8 @@ impl Instruments {
     }
 }
 
-fn find_libfaketime() -> Result<PathBuf, String> {
+/// Where libfaketime is, or an error saying how to install it.
+pub fn find_libfaketime() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("AERIE_FAULTS_LIBFAKETIME") {
         return Ok(PathBuf::from(path));
     }
@@ -64,6 +65,18 @@ fn find_libfaketime() -> Result<PathBuf, String> {
              or AERIE_FAULTS_LIBFAKETIME naming libfaketimeMT.so.1"
                 .to_string()
         })
+}
+
+/// The environment that runs a process under libfaketime `lib` with its
+/// wall clock offset by what `clock_file` says (re-read each second), its
+/// monotonic clock untouched.
+pub fn faketime_env(lib: &Path, clock_file: &Path) -> [(&'static str, String); 4] {
+    [
+        ("LD_PRELOAD", lib.display().to_string()),
+        ("FAKETIME_TIMESTAMP_FILE", clock_file.display().to_string()),
+        ("FAKETIME_CACHE_DURATION", "1".to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+    ]
 }
 
 /// One node: its ports, data dir, log, and process (none while killed).
@@ -239,11 +252,7 @@ impl Cluster {
         let err = log.try_clone().map_err(|e| e.to_string())?;
         let mut command = Command::new(&self.aerie);
         if let Some(lib) = &self.instruments.libfaketime {
-            command
-                .env("LD_PRELOAD", lib)
-                .env("FAKETIME_TIMESTAMP_FILE", &node.clock_file)
-                .env("FAKETIME_CACHE_DURATION", "1")
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+            command.envs(faketime_env(lib, &node.clock_file));
         }
         if self.instruments.disk_faults {
             command.env("AERIE_FAULT_CONTROL_FILE", &node.disk_file);
