@@ -6,11 +6,14 @@
 # every shard under its new id, no learner left, and its applied index at
 # least node 1's commit index read just before), the bytes it received, the transfer
 # rate against this disk's sequential write bandwidth measured in the same
-# run (dd, O_DIRECT), and client throughput and p99 (YCSB B through node 1,
-# which proxies to the leaders: `aerie bench --hosts` needs every node up)
-# for BENCH_SECS before the wipe and during the rebuild.
+# run (dd, O_DIRECT). Node 3 is wiped twice: first with no client load (the
+# rebuild alone), then with YCSB B through node 1 (which proxies to the
+# leaders: `aerie bench --hosts` needs every node up) running for BENCH_SECS
+# during the rebuild, beside the same workload for BENCH_SECS before it.
 #
 #   bash benches/rebuild.sh [records]          (default 1000000)
+#   PERF_OUT=/tmp/rebuild.perf bash benches/rebuild.sh   (perf record -a -g
+#   of the idle rebuild for PERF_SECS, default 4)
 set -euo pipefail
 RECORDS=${1:-1000000}
 BENCH_SECS=${BENCH_SECS:-10}
@@ -45,21 +48,43 @@ echo "== loading $RECORDS records of 100 B"
 echo "== YCSB B before the wipe, ${BENCH_SECS} s"
 "$AERIE" bench --host 127.0.0.1:3290 --workload b --keys "$RECORDS" --connections 32 --duration-secs "$BENCH_SECS" | tail -4
 
-OLD=$("$AERIE" info --host 127.0.0.1:3294 node | tail -1)
-kill -9 "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
-rm -rf "$WORK/a3"
-T0=$(date +%s.%N)
-start_node 3 127.0.0.1:3291
-echo "== node 3 ($OLD) wiped and started again; YCSB B during the rebuild, ${BENCH_SECS} s"
-"$AERIE" bench --host 127.0.0.1:3290 --workload b --keys "$RECORDS" --connections 32 --duration-secs "$BENCH_SECS" >"$WORK/during.txt" 2>&1 &
-BENCH=$!
+wipe_and_start() { # a label for the output
+  OLD=$("$AERIE" info --host 127.0.0.1:3294 node | tail -1)
+  kill -9 "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
+  unset 'PIDS[2]'; PIDS=("${PIDS[@]}")
+  rm -rf "$WORK/a3"
+  T0=$(date +%s.%N)
+  start_node 3 127.0.0.1:3291
+  echo "== node 3 ($OLD) wiped and started again: $1"
+}
+wait_rebuilt() {
 python3 - "$AERIE" "$T0" "$WORK/a3" "$DD_BYTES_PER_SEC" <<'EOF'
-import subprocess, sys, time, os
+import socket, struct, sys, time, os
 aerie, t0, data, dd = sys.argv[1], float(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+conns = {}
+def recv_exact(sock, n):
+    out = b""
+    while len(out) < n:
+        more = sock.recv(n - len(out))
+        if not more:
+            raise OSError("the node closed the connection")
+        out += more
+    return out
 def info(port, name):
-    out = subprocess.run([aerie, "info", "--host", f"127.0.0.1:{port}", name],
-                         capture_output=True, text=True, timeout=5)
-    return out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else ""
+    """One info request over a kept connection (the wire's type-1 frame:
+    version 2, type 1, 48-bit length): polling through `aerie info`
+    processes took a tenth of the two cores from the rebuild."""
+    try:
+        if port not in conns:
+            conns[port] = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock, body = conns[port], (name + "\n").encode()
+        sock.sendall(struct.pack(">Q", (2 << 56) | (1 << 48) | len(body)) + body)
+        length = struct.unpack(">Q", recv_exact(sock, 8))[0] & ((1 << 48) - 1)
+        line = recv_exact(sock, length).decode().strip().split("\n")[-1]
+        return line.split("\t", 1)[1] if "\t" in line else ""
+    except OSError:
+        conns.pop(port, None)
+        return ""
 def shards(answer):
     """shard -> {field: value} of a cluster-status answer."""
     out = {}
@@ -93,5 +118,19 @@ while time.time() < deadline:
     time.sleep(0.05)
 print("not rebuilt within 600 s"); sys.exit(1)
 EOF
+}
+
+wipe_and_start "no client load"
+if [ -n "${PERF_OUT:-}" ]; then  # a system-wide profile of the idle rebuild
+  perf record -a -g -F 999 -o "$PERF_OUT" -- sleep "${PERF_SECS:-4}" 2>/dev/null &
+  PERF_PID=$!
+fi
+wait_rebuilt
+[ -z "${PERF_PID:-}" ] || wait "$PERF_PID"
+sleep 3  # placement settles leaders on their preferred voters
+wipe_and_start "YCSB B through node 1 during the rebuild, ${BENCH_SECS} s"
+"$AERIE" bench --host 127.0.0.1:3290 --workload b --keys "$RECORDS" --connections 32 --duration-secs "$BENCH_SECS" >"$WORK/during.txt" 2>&1 &
+BENCH=$!
+wait_rebuilt
 wait $BENCH || true
 tail -4 "$WORK/during.txt"

@@ -12,7 +12,6 @@ use crate::config::EngineConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::format;
 use crate::fs::EngineFs;
-use crate::index::Entry;
 use crate::install::{NsInstall, Plan};
 use crate::namespace::{Counters, DefragProgress, NsState, Stamp};
 use crate::recovery::{self, NsRecovery};
@@ -51,7 +50,7 @@ pub(crate) struct Logs {
 }
 
 #[derive(Debug)]
-struct CheckpointState {
+pub(crate) struct CheckpointState {
     seq: u64,
     last_ms: Option<u64>,
 }
@@ -129,12 +128,22 @@ pub struct Engine {
     pub(crate) namespaces: BTreeMap<String, Arc<Namespace>>,
     pub(crate) logs: Mutex<Logs>,
     pub(crate) next_seq: AtomicU64,
-    checkpoint: Mutex<CheckpointState>,
+    pub(crate) checkpoint: Mutex<CheckpointState>,
+    /// Installs waiting to commit: whoever takes `checkpoint` next commits
+    /// all of them in one checkpoint (see `install.rs`).
+    pub(crate) install_queue: Mutex<Vec<QueuedInstall>>,
     /// Namespaces in the manifest but not configured: kept as they were.
     unconfigured: BTreeMap<String, NsManifest>,
     recovery: RecoveryReport,
     /// Set by a failed fsync: why the engine refuses writes.
     poisoned: Mutex<Option<String>>,
+}
+
+/// An install waiting in the queue, and where its commit's outcome goes.
+#[derive(Debug)]
+pub(crate) struct QueuedInstall {
+    plan: Arc<Mutex<Plan>>,
+    outcome: Arc<Mutex<Option<Result<()>>>>,
 }
 
 /// One namespace's part of a checkpoint, taken under its lock.
@@ -145,15 +154,16 @@ struct NsJob {
 }
 
 /// One namespace's part of the checkpoint cut, under its lock: its manifest
-/// entry, its job, and its index entry count. With `install`, the installed
-/// partitions hold the staged entries instead of their own, the staged blocks
-/// are listed (and fsynced), and the partitions carry the install marker.
+/// entry, its job, and its index entry count. With `installs`, their
+/// partitions hold the staged entries instead of their own, the staged
+/// blocks are listed (and fsynced), and the partitions carry the install
+/// markers.
 fn cut_namespace(
     state: &mut NsState,
     seq: u64,
-    mut install: Option<NsInstall<'_>>,
+    mut installs: Vec<NsInstall<'_>>,
 ) -> Result<(NsManifest, NsJob, u64)> {
-    if let Some(i) = &mut install {
+    for i in &mut installs {
         i.staged.map_sets(&mut state.sets)?;
     }
     let mut cut = state.blocks.cut()?;
@@ -164,22 +174,24 @@ fn cut_namespace(
         installs: state.installs.clone(),
     };
     let mut max_lut_ms = state.max_lut_ms;
-    let no_partitions = BTreeSet::new();
-    let (replaced, staged): (&BTreeSet<u16>, &[Entry]) = match &install {
-        None => (&no_partitions, &[]),
-        Some(i) => {
-            i.staged.add_to_cut(&mut cut);
-            let marked = i.partitions.iter().map(|p| (*p, i.marker));
-            ns_manifest.installs.extend(marked);
-            max_lut_ms = max_lut_ms.max(i.staged.max_lut_ms());
-            (i.partitions, i.staged.entries())
-        }
-    };
+    let mut replaced = BTreeSet::new();
+    for i in &installs {
+        i.staged.add_to_cut(&mut cut);
+        let marked = i.partitions.iter().map(|p| (*p, i.marker));
+        ns_manifest.installs.extend(marked);
+        max_lut_ms = max_lut_ms.max(i.staged.max_lut_ms());
+        replaced.extend(i.partitions.iter().copied());
+    }
+    let staged = installs.iter().flat_map(|i| i.staged.entries().iter());
+    let staged_count: u64 = installs
+        .iter()
+        .map(|i| i.staged.entries().len() as u64)
+        .sum();
     ns_manifest.blocks = cut.table.clone();
     let kept = (0..PARTITION_COUNT as u16)
         .filter(|p| !replaced.contains(p))
         .map(|p| state.index.partition(p));
-    let count = kept.clone().map(|p| p.len() as u64).sum::<u64>() + staged.len() as u64;
+    let count = kept.clone().map(|p| p.len() as u64).sum::<u64>() + staged_count;
     let header = IndexHeader {
         checkpoint_seq: seq,
         max_lut_ms,
@@ -193,6 +205,35 @@ fn cut_namespace(
         index_bytes: checkpoint::encode_index(&header, all),
     };
     Ok((ns_manifest, job, count))
+}
+
+/// The failure of a group commit, for each install in it (`io::Error` is
+/// not `Clone`): the same variant, path and message.
+fn copy_of(e: &Error) -> Error {
+    let io = |source: &std::io::Error| std::io::Error::new(source.kind(), source.to_string());
+    match e {
+        Error::Io { path, source } => Error::Io {
+            path: path.clone(),
+            source: io(source),
+        },
+        Error::SyncFailed { path, source } => Error::SyncFailed {
+            path: path.clone(),
+            source: io(source),
+        },
+        Error::Corruption {
+            path,
+            offset,
+            reason,
+        } => Error::Corruption {
+            path: path.clone(),
+            offset: *offset,
+            reason: reason.clone(),
+        },
+        Error::Parameter(m) => Error::Parameter(m.clone()),
+        Error::StopWrites(m) => Error::StopWrites(m.clone()),
+        Error::Poisoned(m) => Error::Poisoned(m.clone()),
+        other => Error::Config(other.to_string()),
+    }
 }
 
 fn has_block_files(fs: &dyn EngineFs, dir: &Path) -> bool {
@@ -270,6 +311,7 @@ impl Engine {
                 seq: manifest.checkpoint_seq,
                 last_ms: None,
             }),
+            install_queue: Mutex::new(Vec::new()),
             unconfigured,
             recovery,
             poisoned: Mutex::new(None),
@@ -417,40 +459,75 @@ impl Engine {
     pub fn checkpoint(&self) -> Result<CheckpointStats> {
         self.check_healthy()?;
         let mut ck = lock(&self.checkpoint);
-        let (stats, jobs) = self.checkpoint_with(&mut ck, None)?;
+        let (stats, jobs) = self.checkpoint_with(&mut ck, &mut [])?;
         self.release_after_checkpoint(&jobs)?;
         Ok(stats)
     }
 
     /// Commits an install: one checkpoint whose cut holds the staged
-    /// records, swapped in once its `MANIFEST` is durable (see `install.rs`).
-    pub(crate) fn commit_install(&self, plan: &mut Plan) -> Result<()> {
+    /// records, swapped in once its `MANIFEST` is durable (see `install.rs`),
+    /// together with every other install queued meanwhile.
+    pub(crate) fn commit_install(&self, plan: &Arc<Mutex<Plan>>) -> Result<()> {
         self.check_healthy()?;
-        let mut ck = lock(&self.checkpoint);
-        let (_, jobs) = self.checkpoint_with(&mut ck, Some(plan))?;
-        // The install is durable and visible: a freed block whose file could
-        // not be deleted (logged) is deleted by the next open, and failing
-        // the install for it would tell the caller a lie.
-        let _ = self.release_after_checkpoint(&jobs);
-        Ok(())
+        let outcome = Arc::new(Mutex::new(None));
+        lock(&self.install_queue).push(QueuedInstall {
+            plan: plan.clone(),
+            outcome: outcome.clone(),
+        });
+        {
+            let mut ck = lock(&self.checkpoint);
+            let queued = std::mem::take(&mut *lock(&self.install_queue));
+            if !queued.is_empty() {
+                self.commit_queued(&mut ck, &queued);
+            }
+        }
+        // Queued before the checkpoint lock was taken, and whoever empties
+        // the queue answers every install in it before letting that lock go:
+        // the outcome is there.
+        lock(&outcome).take().unwrap_or_else(|| {
+            Err(Error::Config(
+                "an install's commit was never answered".to_string(),
+            ))
+        })
     }
 
-    /// One checkpoint under the checkpoint lock, with an install's staged
-    /// records in it if `install` is given; `durable_applied_index` (and the
-    /// install) are published once the `MANIFEST` is durable.
+    /// One checkpoint holding every `queued` install; each gets the outcome.
+    fn commit_queued(&self, ck: &mut CheckpointState, queued: &[QueuedInstall]) {
+        let mut guards: Vec<_> = queued.iter().map(|q| lock(&q.plan)).collect();
+        let mut plans: Vec<&mut Plan> = guards.iter_mut().map(|g| &mut **g).collect();
+        let committed = self.checkpoint_with(ck, &mut plans);
+        if let Ok((_, jobs)) = &committed {
+            // The installs are durable and visible: a freed block whose file
+            // could not be deleted (logged) is deleted by the next open, and
+            // failing the installs for it would tell their callers a lie.
+            let _ = self.release_after_checkpoint(jobs);
+        }
+        for q in queued {
+            let outcome = match &committed {
+                Ok(_) => Ok(()),
+                Err(e) => Err(copy_of(e)),
+            };
+            *lock(&q.outcome) = Some(outcome);
+        }
+    }
+
+    /// One checkpoint under the checkpoint lock, with the staged records of
+    /// `installs` in it; `durable_applied_index` (and the installs) are
+    /// published once the `MANIFEST` is durable.
     fn checkpoint_with(
         &self,
         ck: &mut CheckpointState,
-        mut install: Option<&mut Plan>,
+        installs: &mut [&mut Plan],
     ) -> Result<(CheckpointStats, Vec<NsJob>)> {
         let seq = ck.seq + 1;
-        let (manifest, jobs, entries) = self.cut_for_checkpoint(seq, install.as_deref_mut())?;
+        let (manifest, jobs, entries) = self.cut_for_checkpoint(seq, installs)?;
         let written = self.write_checkpoint(&manifest, &jobs);
         let index_bytes = self.poison_on_sync_failure(written)?;
         ck.seq = seq;
-        match install {
-            None => lock(&self.logs).durable = manifest.logs.clone(),
-            Some(plan) => self.swap_in_install(&manifest, plan),
+        if installs.is_empty() {
+            lock(&self.logs).durable = manifest.logs.clone();
+        } else {
+            self.swap_in_installs(&manifest, installs);
         }
         let stats = CheckpointStats {
             checkpoint_seq: seq,
@@ -461,16 +538,20 @@ impl Engine {
     }
 
     /// Under every namespace lock: the installed partitions' contents, the
-    /// log's applied index and the durable indices change together.
-    fn swap_in_install(&self, manifest: &Manifest, plan: &mut Plan) {
+    /// logs' applied indices and the durable indices change together.
+    fn swap_in_installs(&self, manifest: &Manifest, installs: &mut [&mut Plan]) {
         let mut guards = self.lock_all();
         for (name, state) in &mut guards {
-            if let Some(staged) = plan.namespaces.get_mut(*name) {
-                staged.swap_in(state, &plan.partitions, plan.marker);
+            for plan in installs.iter_mut() {
+                if let Some(staged) = plan.namespaces.get_mut(*name) {
+                    staged.swap_in(state, &plan.partitions, plan.marker);
+                }
             }
         }
         let mut logs = lock(&self.logs);
-        logs.applied.insert(plan.log_id, plan.applied_index);
+        for plan in installs.iter() {
+            logs.applied.insert(plan.log_id, plan.applied_index);
+        }
         logs.durable = manifest.logs.clone();
     }
 
@@ -485,11 +566,11 @@ impl Engine {
 
     /// The consistent cut, under every namespace lock: the manifest to write,
     /// each namespace's blocks and index bytes, and the entry count. With
-    /// `install`, as if its partitions were already swapped in.
+    /// `installs`, as if their partitions were already swapped in.
     fn cut_for_checkpoint(
         &self,
         seq: u64,
-        mut install: Option<&mut Plan>,
+        installs: &mut [&mut Plan],
     ) -> Result<(Manifest, Vec<NsJob>, u64)> {
         let mut manifest = Manifest {
             checkpoint_seq: seq,
@@ -500,15 +581,16 @@ impl Engine {
         let mut entries = 0u64;
         let mut guards = self.lock_all();
         manifest.logs = lock(&self.logs).applied.clone();
-        if let Some(plan) = &install {
+        for plan in installs.iter() {
             manifest.logs.insert(plan.log_id, plan.applied_index);
         }
         manifest.next_seq = self.next_seq.load(Ordering::SeqCst);
         for (name, state) in &mut guards {
-            let ns_install = install
-                .as_deref_mut()
-                .and_then(|plan| plan.for_namespace(name));
-            let (ns_manifest, job, n) = cut_namespace(state, seq, ns_install)?;
+            let ns_installs = installs
+                .iter_mut()
+                .filter_map(|plan| plan.for_namespace(name))
+                .collect();
+            let (ns_manifest, job, n) = cut_namespace(state, seq, ns_installs)?;
             entries += n;
             manifest.namespaces.insert((*name).clone(), ns_manifest);
             jobs.push(job);

@@ -19,7 +19,7 @@ use crate::rebuild::{Pace, Rebuilds};
 use crate::transport::{Envelope, Transport};
 
 /// Bytes asked for per chunk.
-pub const CHUNK_BYTES: usize = 1 << 20;
+pub const CHUNK_BYTES: usize = 2 << 20;
 /// How long a chunk may take before it is asked for again.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Chunk requests without progress before the fetch gives up (raft will ask

@@ -35,7 +35,9 @@ use crate::storage::ShardStorage;
 use crate::transport::{Envelope, Transport};
 
 /// How often the shards this node leads are moved toward the placement.
-const PLACEMENT_INTERVAL_MS: u64 = 200;
+/// A move takes three rounds (add a learner, replace a voter, leave the
+/// joint configuration), each a few microseconds of work per shard.
+const PLACEMENT_INTERVAL_MS: u64 = 50;
 /// The placement hands a shard's leadership to one voter at most this often.
 /// A transfer drops the shard's proposals until it completes or times out
 /// (an election timeout), and a voter may never take it: a stopping node
@@ -1027,7 +1029,10 @@ fn refuse_queued(input: Input) {
 fn fetch_and_install(fetch: &Fetch, engine: &Engine) -> Result<PathBuf> {
     let mut attempt = 1;
     loop {
+        let started = Instant::now();
+        let mut fetched = started;
         let result = fetch.run().and_then(|verified| {
+            fetched = Instant::now();
             install::install_file(engine, &verified).map(|records| (verified.path, records))
         });
         match result {
@@ -1037,6 +1042,8 @@ fn fetch_and_install(fetch: &Fetch, engine: &Engine) -> Result<PathBuf> {
                     shard = fetch.shard,
                     records,
                     file_bytes = fetch.reference.file_bytes,
+                    fetch_ms = (fetched - started).as_millis() as u64,
+                    install_ms = fetched.elapsed().as_millis() as u64,
                     "snapshot installed"
                 );
                 return Ok(path);
